@@ -65,3 +65,8 @@ class MnistConvNet(nn.Sequential):
 @register_model("mnist_cnn")
 def mnist_cnn(num_classes: int) -> nn.Module:
     return MnistConvNet(num_classes)
+
+
+# The ImageNet backbones register themselves here (last: they use register_model), so that every
+# user of create_model, the service included, knows them.
+from training import backbones  # noqa: E402, F401

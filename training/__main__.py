@@ -1,0 +1,137 @@
+"""Command line: `python -m training {summary,train,evaluate,export}`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train convolutional image classifiers and export them for serving.",
+)
+logger = logging.getLogger("training")
+
+# Default input shape (C, H, W) of each model for `summary`.
+SUMMARY_INPUTS = {"mnist": ("mnist_cnn", (1, 28, 28))}
+TRAINABLE = ("mnist",)
+
+
+@app.command()
+def summary(model: Annotated[str, typer.Argument(help="mnist")]) -> None:
+    """Print a Keras-style table of a model's layers, output shapes and parameters."""
+    from training.models import create_model
+    from training.summary import format_summary, layer_rows
+
+    if model not in SUMMARY_INPUTS:
+        raise UserError(f"unknown model {model!r}; choose one of: {', '.join(SUMMARY_INPUTS)}")
+    arch, input_shape = SUMMARY_INPUTS[model]
+    network = create_model(arch, 10)
+    typer.echo(format_summary(arch, network, layer_rows(network, input_shape)))
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="what to train: mnist")],
+    out: Annotated[Path, typer.Option(help="run directory to write")],
+    data_dir: Annotated[Path | None, typer.Option(help="folder with the four MNIST IDX .gz files")] = None,
+    download: Annotated[bool, typer.Option(help="fetch MNIST with torchvision into --cache-dir")] = False,
+    cache_dir: Annotated[Path, typer.Option(help="where --download puts MNIST")] = Path.home() / ".cache" / "convnet-serve",
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: Annotated[float, typer.Option(help="peak learning rate (one-cycle schedule)")] = 3e-3,
+    weight_decay: float = 1e-2,
+    val_size: Annotated[int, typer.Option(help="validation images carved from the 60,000")] = 5000,
+    train_limit: Annotated[int | None, typer.Option(help="train on only this many images")] = None,
+    augment: Annotated[bool, typer.Option(help="random rotations, shifts and zoom")] = True,
+    rotation: Annotated[float, typer.Option(help="max rotation, degrees")] = 10.0,
+    shift: Annotated[float, typer.Option(help="max shift, fraction of the side")] = 0.1,
+    zoom: Annotated[float, typer.Option(help="max zoom in or out, fraction")] = 0.1,
+    seed: int = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last epoch")] = False,
+) -> None:
+    """Train a model and write its run directory (weights, config, metrics, plots, test evaluation)."""
+    from training import mnist, mnist_task
+    from training.augment import AffineAugment
+    from training.report import format_report
+
+    if model not in TRAINABLE:
+        raise UserError(f"unknown model {model!r}; choose one of: {', '.join(TRAINABLE)}")
+    if download:
+        data_dir = mnist.download(cache_dir)
+    if data_dir is None:
+        raise UserError("pass --data-dir DIR (the four MNIST IDX .gz files) or --download")
+    try:
+        config = mnist_task.MnistConfig(
+            data_dir=str(data_dir),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            val_size=val_size,
+            train_limit=train_limit,
+            seed=seed,
+            device=device,
+            augment=AffineAugment(enabled=augment, degrees=rotation, translate=shift, zoom=zoom),
+        )
+    except ValueError as error:
+        raise UserError(f"invalid option: {error}") from None
+    run = mnist_task.train(config, out, resume=resume)
+    report = run.read_evaluation("test")
+    assert report is not None
+    typer.echo(format_report(report))
+    typer.echo(f"run directory: {run.path}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by train")],
+    data_dir: Annotated[Path, typer.Option(help="the data the run was trained on")],
+    split: Annotated[str, typer.Option(help="test, val or train")] = "test",
+    device: str = "auto",
+) -> None:
+    """Print accuracy and per-class precision/recall; write them to RUN_DIR/evaluation-SPLIT.json."""
+    from training import mnist_task
+    from training.report import format_report
+    from training.rundir import RunDir
+
+    if split not in ("test", "val", "train"):
+        raise UserError(f"unknown split {split!r}; choose test, val or train")
+    run = RunDir.open(run_dir)
+    info = run.read_info()
+    batches = mnist_task.evaluation_batches(info, data_dir, split)
+    report = mnist_task.evaluate_run(run, batches, split, mnist_task.resolve_device(device))
+    typer.echo(format_report(report))
+    typer.echo(f"written: {run.evaluation(split)}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by train")],
+    name: Annotated[str | None, typer.Option(help="model name in the store (default by task)")] = None,
+) -> None:
+    """Save the run's best model into the BentoML model store and print its tag."""
+    from training.export import export_run
+
+    typer.echo(str(export_run(run_dir, name)))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
