@@ -1,4 +1,4 @@
-"""Command line: `python -m training {summary,train,evaluate,export}`."""
+"""Command line: `python -m training {summary,train,finetune,list-archs,evaluate,export}`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ logger = logging.getLogger("training")
 # Default input shape (C, H, W) of each model for `summary`.
 SUMMARY_INPUTS = {"mnist": ("mnist_cnn", (1, 28, 28))}
 TRAINABLE = ("mnist",)
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "convnet-serve"
 
 
 @app.command()
@@ -43,7 +44,7 @@ def train(
     out: Annotated[Path, typer.Option(help="run directory to write")],
     data_dir: Annotated[Path | None, typer.Option(help="folder with the four MNIST IDX .gz files")] = None,
     download: Annotated[bool, typer.Option(help="fetch MNIST with torchvision into --cache-dir")] = False,
-    cache_dir: Annotated[Path, typer.Option(help="where --download puts MNIST")] = Path.home() / ".cache" / "convnet-serve",
+    cache_dir: Annotated[Path, typer.Option(help="where --download puts MNIST")] = DEFAULT_CACHE_DIR,
     epochs: int = 30,
     batch_size: int = 128,
     lr: Annotated[float, typer.Option(help="peak learning rate (one-cycle schedule)")] = 3e-3,
@@ -92,14 +93,91 @@ def train(
 
 
 @app.command()
+def finetune(
+    arch: Annotated[str, typer.Option(help="backbone, e.g. mobilenet_v2 or resnet50 (see list-archs)")],
+    data_dir: Annotated[Path, typer.Option(help="ImageFolder photos: DIR/train/<class>/*, DIR/val/<class>/*")],
+    out: Annotated[Path, typer.Option(help="run directory to write")],
+    weights: Annotated[str, typer.Option(help="imagenet (torchvision's), none, or a state_dict file")] = "imagenet",
+    image_size: Annotated[int | None, typer.Option(help="input side instead of the weights' own")] = None,
+    limit: Annotated[int | None, typer.Option(help="use only this many images per class and split")] = None,
+    batch_size: int = 32,
+    feature_epochs: Annotated[int, typer.Option(help="phase 1: epochs of the new head on the frozen backbone")] = 10,
+    head_lr: Annotated[float, typer.Option(help="phase 1 learning rate")] = 1e-3,
+    feature_augment: Annotated[bool, typer.Option(help="augment in phase 1 too (no feature cache)")] = False,
+    finetune_epochs: Annotated[int, typer.Option(help="phase 2: epochs with the top blocks unfrozen")] = 8,
+    unfreeze: Annotated[int, typer.Option(help="phase 2: top blocks of the backbone to train")] = 3,
+    lr: Annotated[float, typer.Option(help="phase 2 learning rate of the head")] = 1e-4,
+    backbone_lr: Annotated[float, typer.Option(help="phase 2 learning rate of the unfrozen blocks")] = 1e-5,
+    patience: Annotated[int, typer.Option(help="phase 2 early stopping: epochs without improvement")] = 3,
+    weight_decay: float = 1e-4,
+    label_smoothing: float = 0.1,
+    augment: Annotated[bool, typer.Option(help="random resized crop, flip and colour jitter")] = True,
+    min_scale: Annotated[float, typer.Option(help="smallest random crop, area fraction")] = 0.35,
+    hflip: Annotated[float, typer.Option(help="probability of a horizontal flip")] = 0.5,
+    jitter: Annotated[float, typer.Option(help="brightness, contrast and saturation jitter")] = 0.2,
+    workers: Annotated[int, typer.Option(help="data loading processes")] = 2,
+    seed: int = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Fine-tune an ImageNet backbone on your photos: a new head on frozen features, then the top blocks."""
+    from training import finetune as recipe
+    from training.photo_data import PhotoAugment
+    from training.report import format_report
+
+    try:
+        config = recipe.FinetuneConfig(
+            arch=arch,
+            weights=weights,
+            data_dir=str(data_dir),
+            image_size=image_size,
+            limit=limit,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            label_smoothing=label_smoothing,
+            feature_epochs=feature_epochs,
+            head_lr=head_lr,
+            feature_augment=feature_augment,
+            finetune_epochs=finetune_epochs,
+            unfreeze=unfreeze,
+            lr=lr,
+            backbone_lr=backbone_lr,
+            patience=patience,
+            augment=PhotoAugment(enabled=augment, min_scale=min_scale, hflip=hflip, jitter=jitter),
+            workers=workers,
+            seed=seed,
+            device=device,
+        )
+    except ValueError as error:
+        raise UserError(f"invalid option: {' '.join(str(error).split())}") from None
+    run = recipe.finetune(config, out)
+    report = run.read_evaluation("test") or run.read_evaluation("val")
+    assert report is not None
+    typer.echo(format_report(report))
+    typer.echo(f"run directory: {run.path}")
+
+
+@app.command("list-archs")
+def list_archs() -> None:
+    """List the backbones that finetune accepts, with their input size and ImageNet weights."""
+    from training.backbones import BACKBONES
+
+    typer.echo(f"{'arch':<28} {'input':>5}  imagenet weights")
+    for name, backbone in sorted(BACKBONES.items()):
+        size = backbone.preprocessing(True).input_size[0]
+        typer.echo(f"{name:<28} {size:>5}  {backbone.weights_name}")
+    if not any(b.source == "timm" for b in BACKBONES.values()):
+        typer.echo("(Xception, InceptionResNetV2 and NASNet need timm: pip install 'convnet-serve[timm]')")
+
+
+@app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by train")],
     data_dir: Annotated[Path, typer.Option(help="the data the run was trained on")],
-    split: Annotated[str, typer.Option(help="test, val or train")] = "test",
+    split: Annotated[str, typer.Option(help="test, val or train (photos: the DIR/<split>/ folder)")] = "test",
     device: str = "auto",
 ) -> None:
     """Print accuracy and per-class precision/recall; write them to RUN_DIR/evaluation-SPLIT.json."""
-    from training import mnist_task
+    from training import finetune, mnist_task
     from training.report import format_report
     from training.rundir import RunDir
 
@@ -107,8 +185,12 @@ def evaluate(
         raise UserError(f"unknown split {split!r}; choose test, val or train")
     run = RunDir.open(run_dir)
     info = run.read_info()
-    batches = mnist_task.evaluation_batches(info, data_dir, split)
-    report = mnist_task.evaluate_run(run, batches, split, mnist_task.resolve_device(device))
+    resolved = mnist_task.resolve_device(device)
+    if info.task == "photo":
+        batches = finetune.evaluation_batches(info, data_dir, split, resolved)
+    else:
+        batches = mnist_task.evaluation_batches(info, data_dir, split)
+    report = mnist_task.evaluate_run(run, batches, split, resolved)
     typer.echo(format_report(report))
     typer.echo(f"written: {run.evaluation(split)}")
 

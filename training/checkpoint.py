@@ -54,7 +54,9 @@ def load_training_state(
 ) -> dict[str, Any]:
     """Restore what `save_training_state` wrote and return its `progress`."""
     if not (run.last_weights.is_file() and run.last_state.is_file()):
-        raise UserError(f"nothing to resume in {run.path}: {run.last_weights.name} or {run.last_state.name} is missing")
+        raise UserError(
+            f"nothing to resume in {run.path}: {run.last_weights.name} or {run.last_state.name} is missing"
+        )
     tensors = load_file(str(run.last_weights))
     state = json.loads(run.last_state.read_text())
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})

@@ -41,9 +41,7 @@ def load_split(data_dir: Path, split: str) -> MnistSplit:
     if images.shape[1:] != (28, 28):
         raise UserError(f"{data_dir / images_name}: images are {images.shape[1:]}, expected 28x28")
     if len(images) != len(labels):
-        raise UserError(
-            f"{data_dir}: {len(images)} images but {len(labels)} labels in the {split} split"
-        )
+        raise UserError(f"{data_dir}: {len(images)} images but {len(labels)} labels in the {split} split")
     if labels.max(initial=0) > 9:
         raise UserError(f"{data_dir / labels_name}: labels must be digits 0-9")
     return MnistSplit(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))

@@ -65,7 +65,11 @@ class MnistBatches:
         generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
         order = torch.randperm(self.num_images, generator=generator) if self.seed is not None else None
         for start in range(0, self.num_images, self.batch_size):
-            index = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            index = (
+                slice(start, start + self.batch_size)
+                if order is None
+                else order[start : start + self.batch_size]
+            )
             images = self.split.images[index].unsqueeze(1).float().div_(255)
             if self.augment is not None:
                 images = self.augment(images, generator)
@@ -116,11 +120,15 @@ def train(config: MnistConfig, out: Path, *, resume: bool = False) -> RunDir:
         optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
     )
     augment = config.augment if config.augment.enabled else None
-    logger.info("training mnist_cnn on %d images (%d validation) on %s", len(train_split), len(val_split), device)
+    logger.info(
+        "training mnist_cnn on %d images (%d validation) on %s", len(train_split), len(val_split), device
+    )
     fit(
         model,
         Phase("train", config.epochs, optimizer, scheduler),
-        lambda epoch: MnistBatches(train_split, config.batch_size, seed=config.seed * 1000 + epoch, augment=augment),
+        lambda epoch: MnistBatches(
+            train_split, config.batch_size, seed=config.seed * 1000 + epoch, augment=augment
+        ),
         MnistBatches(val_split, 1000),
         run,
         precision,

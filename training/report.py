@@ -36,8 +36,13 @@ def classification_report(logits: torch.Tensor, targets: torch.Tensor, labels: l
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"accuracy {report['accuracy']:.4f} on {report['images']} images", "", "label  precision  recall  support"]
+    lines = [
+        f"accuracy {report['accuracy']:.4f} on {report['images']} images",
+        "",
+        "label  precision  recall  support",
+    ]
     lines += [
-        f"{c['label']:<6} {c['precision']:>9.4f} {c['recall']:>7.4f} {c['support']:>8}" for c in report["per_class"]
+        f"{c['label']:<6} {c['precision']:>9.4f} {c['recall']:>7.4f} {c['support']:>8}"
+        for c in report["per_class"]
     ]
     return "\n".join(lines)

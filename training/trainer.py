@@ -69,8 +69,16 @@ def fit(
         val = evaluate(model, val_batches, precision, description=f"{tag} val")
         history.append(
             run.metrics,
-            history.EpochRow(phase.name, epoch, train.loss, train.accuracy, val.loss, val.accuracy, lr,
-                             train.seconds + val.seconds),
+            history.EpochRow(
+                phase.name,
+                epoch,
+                train.loss,
+                train.accuracy,
+                val.loss,
+                val.accuracy,
+                lr,
+                train.seconds + val.seconds,
+            ),
         )
         improved = val.accuracy > best_accuracy
         if improved:
@@ -80,9 +88,20 @@ def fit(
             stale += 1
         logger.info(
             "%s: loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.0f img/s, %.1fs",
-            tag, train.loss, train.accuracy, val.loss, val.accuracy, " (best)" if improved else "",
-            train.images / train.seconds, train.seconds + val.seconds,
+            tag,
+            train.loss,
+            train.accuracy,
+            val.loss,
+            val.accuracy,
+            " (best)" if improved else "",
+            train.images / train.seconds,
+            train.seconds + val.seconds,
         )
-        progress = {"phase": phase.name, "epoch": epoch, "best_accuracy": best_accuracy, "stale_epochs": stale}
+        progress = {
+            "phase": phase.name,
+            "epoch": epoch,
+            "best_accuracy": best_accuracy,
+            "stale_epochs": stale,
+        }
         save_training_state(run, model, phase.optimizer, phase.scheduler, progress)
     return best_accuracy

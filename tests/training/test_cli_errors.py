@@ -16,7 +16,11 @@ from tests.conftest import REPO
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "training", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "training", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

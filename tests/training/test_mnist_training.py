@@ -39,8 +39,14 @@ def test_short_run_clearly_beats_chance(quick_run: RunDir) -> None:
 
 
 def test_run_directory_holds_every_artifact(quick_run: RunDir) -> None:
-    for path in (quick_run.weights, quick_run.info_file, quick_run.metrics, quick_run.curves,
-                 quick_run.confusion_matrix, quick_run.evaluation("test")):
+    for path in (
+        quick_run.weights,
+        quick_run.info_file,
+        quick_run.metrics,
+        quick_run.curves,
+        quick_run.confusion_matrix,
+        quick_run.evaluation("test"),
+    ):
         assert path.is_file() and path.stat().st_size > 0, path
     assert quick_run.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = quick_run.metrics.read_text().splitlines()
@@ -49,8 +55,10 @@ def test_run_directory_holds_every_artifact(quick_run: RunDir) -> None:
     info = quick_run.read_info()
     assert info.config["train_limit"] == 3000
     assert set(info.data_sha256) == {
-        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
     }
     assert not list(quick_run.path.glob("*.pt*")), "checkpoints are safetensors only"
 
@@ -97,7 +105,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
 
 
 def test_evaluate_command_on_the_validation_slice(quick_run: RunDir, mnist_dir: Path) -> None:
-    result = CliRunner().invoke(app, ["evaluate", str(quick_run.path), "--data-dir", str(mnist_dir), "--split", "val"])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(quick_run.path), "--data-dir", str(mnist_dir), "--split", "val"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(quick_run.evaluation("val").read_text())
     assert report["images"] == QUICK["val_size"]
