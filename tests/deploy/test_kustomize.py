@@ -198,6 +198,13 @@ def test_pods_are_hardened(rendered: Docs) -> None:
     assert account["automountServiceAccountToken"] is False
 
 
+def test_threads_fit_the_cpu_limit(rendered: Docs) -> None:
+    container = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    threads = int(env["CONVNET_WORKERS"]) * int(env["CONVNET_TORCH_THREADS"])
+    assert threads <= float(container["resources"]["limits"]["cpu"])
+
+
 def test_grace_period_covers_the_drain(rendered: Docs) -> None:
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
     pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
