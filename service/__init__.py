@@ -1,0 +1,1 @@
+"""The BentoML service: image upload -> validation -> batched ConvNet inference -> top-k labels."""

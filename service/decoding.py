@@ -1,0 +1,74 @@
+"""Untrusted bytes -> a PIL image in mode 'L' or 'RGB', or an `InputRejected` naming the problem.
+
+Rules (documented for users):
+- Formats: PNG, JPEG, GIF, BMP, TIFF, WebP and PNM; anything else is "not an image".
+- Multi-frame files (animated GIF/PNG/WebP, multi-page TIFF): the first frame is used.
+- Pixel limit: width x height is checked from the header, before any pixel is decoded.
+- Transparency (RGBA, LA, palette with a transparent colour) is composited onto black, the
+  background of MNIST digits; 16-bit grayscale is scaled to 8 bits (not clipped); CMYK, YCbCr,
+  LAB and HSV become RGB; EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import CorruptImage, EmptyImage, NotAnImage, TooManyPixels, UnsupportedImageMode
+
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+_TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+# The explicit width x height check below refuses these images; PIL's warning would only add noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode the first frame of `data`; the result's mode is 'L' or 'RGB'."""
+    if not data:
+        raise EmptyImage("empty file")
+    try:
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as error:
+        raise TooManyPixels(f"too many pixels: {error}") from None
+    except UnidentifiedImageError:
+        raise NotAnImage(f"not an image: expected one of {', '.join(FORMATS)}") from None
+    except Exception as error:  # PIL raises many types on hostile headers; all mean "corrupt"
+        raise CorruptImage(f"corrupt image header: {error}") from None
+
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        raise TooManyPixels(
+            f"{image.width}x{image.height} image has {pixels:,} pixels, over the limit of {max_pixels:,}"
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except Exception as error:  # truncated data, bad chunks, broken EXIF...
+        raise CorruptImage(f"truncated or corrupt {image.format} data: {error}") from None
+    return to_standard_mode(image)
+
+
+def to_standard_mode(image: Image.Image) -> Image.Image:
+    """Convert any supported mode to 'L' or 'RGB' following the rules in the module docstring."""
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode in _SIXTEEN_BIT:
+        levels = np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0
+        return Image.fromarray(np.rint(levels).astype(np.uint8))  # 2-D uint8: mode L
+    if mode == "P" and "transparency" not in image.info:
+        return image.convert("RGB")
+    if mode in ("P", "PA", "LA", "La", "RGBA", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in _TO_RGB:
+        return image.convert("RGB")
+    raise UnsupportedImageMode(f"unsupported image mode {mode!r}")

@@ -1,0 +1,88 @@
+"""Client errors: each names the problem, carries its HTTP status and a metric `reason`."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
+
+from bentoml.exceptions import InvalidArgument
+from starlette.responses import JSONResponse
+
+
+class InputRejected(InvalidArgument):
+    """A request the service refuses; BentoML itself maps it to `error_code` (never a 5xx)."""
+
+    reason: ClassVar[str] = "invalid_input"
+
+    def to_response(self) -> JSONResponse:
+        return JSONResponse({"error": str(self), "reason": self.reason}, status_code=self.error_code)
+
+
+class EmptyImage(InputRejected):
+    reason = "empty_file"
+
+
+class NotAnImage(InputRejected):
+    reason = "not_an_image"
+
+
+class CorruptImage(InputRejected):
+    reason = "corrupt_image"
+
+
+class UnsupportedImageMode(InputRejected):
+    reason = "unsupported_mode"
+
+
+class TooManyPixels(InputRejected):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    reason = "too_many_pixels"
+
+
+class NoImages(InputRejected):
+    reason = "no_images"
+
+
+class TooManyImages(InputRejected):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    reason = "too_many_images"
+
+
+class InvalidBase64(InputRejected):
+    reason = "invalid_base64"
+
+
+class NotAFile(InputRejected):
+    """A plain string where a file upload was expected (BentoML would fetch it as a URL)."""
+
+    reason = "not_a_file"
+
+
+class UnexpectedField(InputRejected):
+    reason = "unexpected_field"
+
+
+class MalformedRequest(InputRejected):
+    reason = "malformed_request"
+
+
+class BodyTooLarge(InputRejected):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    reason = "body_too_large"
+
+
+class UnsupportedMediaType(InputRejected):
+    error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    reason = "unsupported_media_type"
+
+
+class ModelNotLoaded(InputRejected):
+    """Answered as a 503 by our own handler: BentoML hides the message of any 5xx it raises."""
+
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+    reason = "model_not_loaded"
+
+
+class Overloaded(InputRejected):
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+    reason = "overloaded"

@@ -1,0 +1,102 @@
+"""A real `bentoml serve` of the service in a subprocess, with its own model store, for the e2e tests."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from safetensors.torch import save_file
+
+from training.models import create_model
+from training.preprocessing import Preprocessing
+from training.rundir import RunDir, RunInfo
+
+REPO = Path(__file__).resolve().parents[2]
+EMBEDDED_MNIST = REPO / "models" / "mnist"
+
+
+def free_port() -> int:
+    """A free TCP port below 32768 (the ephemeral range starts above it)."""
+    for _ in range(100):
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
+
+
+def untrained_run(path: Path, task: str, arch: str, labels: list[str], preprocessing: Preprocessing) -> Path:
+    """A run directory with random weights: enough to exercise the serving path, not accuracy."""
+    run = RunDir.create(path)
+    save_file(create_model(arch, len(labels)).state_dict(), run.weights)
+    run.write_info(
+        RunInfo(task=task, arch=arch, labels=labels, preprocessing=preprocessing, config={}, data_sha256={})
+    )
+    return path
+
+
+class Server:
+    """`bentoml serve` from the repository root on 127.0.0.1, with its own BENTOML_HOME."""
+
+    def __init__(self, bentoml_home: Path, log: Path, **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = {
+            **os.environ,
+            "BENTOML_HOME": str(bentoml_home),
+            "BENTOML_DO_NOT_TRACK": "True",
+            **{f"CONVNET_{name.upper()}": value for name, value in settings.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def export(self, run_dir: Path) -> None:
+        """`python -m training export run_dir` into this server's model store."""
+        result = subprocess.run(
+            [sys.executable, "-m", "training", "export", str(run_dir)],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"export failed:\n{result.stdout}\n{result.stderr}"
+
+    def start(self, timeout: float = 240) -> None:
+        with self.log.open("wb") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=REPO, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"bentoml serve not ready after {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM to the server's own process group (server and workers), SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]

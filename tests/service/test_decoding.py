@@ -1,0 +1,97 @@
+"""Decoding and validation of untrusted image bytes, without a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.decoding import decode_image
+from service.errors import CorruptImage, EmptyImage, InputRejected, NotAnImage, TooManyPixels
+from tests.service import images
+
+LIMIT = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def digit(mnist_dir: Path) -> np.ndarray:
+    pixels, _ = images.mnist_test_digits(mnist_dir, 1)
+    return pixels[0]
+
+
+def test_png_digit_decodes_to_its_exact_pixels(digit: np.ndarray) -> None:
+    decoded = decode_image(images.png(digit), max_pixels=LIMIT)
+    assert decoded.mode == "L"
+    assert np.array_equal(np.asarray(decoded), digit)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "words"),
+    [
+        (b"", EmptyImage, "empty file"),
+        (b"hello, I am text and not a picture", NotAnImage, "not an image"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n", NotAnImage, "not an image"),  # never handed to Ghostscript
+    ],
+)
+def test_non_images_are_named(data: bytes, error: type[InputRejected], words: str) -> None:
+    with pytest.raises(error, match=words):
+        decode_image(data, max_pixels=LIMIT)
+
+
+def test_truncated_png_is_corrupt(digit: np.ndarray) -> None:
+    data = images.png(digit)
+    with pytest.raises(CorruptImage, match="PNG"):
+        decode_image(data[: len(data) // 2], max_pixels=LIMIT)
+
+
+def test_truncated_jpeg_is_corrupt() -> None:
+    data = images.noise_jpeg()
+    with pytest.raises(CorruptImage, match="JPEG"):
+        decode_image(data[: len(data) * 2 // 3], max_pixels=LIMIT)
+
+
+def test_png_with_damaged_pixel_data_is_corrupt(digit: np.ndarray) -> None:
+    data = bytearray(images.png(digit))
+    start = data.index(b"IDAT") + 8
+    data[start : start + 16] = bytes(16)
+    with pytest.raises(CorruptImage):
+        decode_image(bytes(data), max_pixels=LIMIT)
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
+    with pytest.raises(TooManyPixels, match="2,000x1,000|2000x1000"):
+        decode_image(images.bomb_png(2000, 1000), max_pixels=LIMIT)
+
+
+def test_decompression_bomb_beyond_pils_own_guard_is_refused() -> None:
+    assert 100_000 * 100_000 > 2 * Image.MAX_IMAGE_PIXELS
+    with pytest.raises(TooManyPixels):
+        decode_image(images.bomb_png(100_000, 100_000), max_pixels=LIMIT)
+
+
+def test_cmyk_becomes_rgb(digit: np.ndarray) -> None:
+    decoded = decode_image(images.cmyk_jpeg(digit), max_pixels=LIMIT)
+    assert decoded.mode == "RGB"
+    assert np.abs(np.asarray(decoded.convert("L"), dtype=int) - digit).mean() < 8
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(digit: np.ndarray) -> None:
+    decoded = decode_image(images.sixteen_bit_png(digit), max_pixels=LIMIT)
+    assert decoded.mode == "L"
+    assert np.array_equal(np.asarray(decoded), digit)
+
+
+@pytest.mark.parametrize("make", [images.palette_png_with_transparency, images.rgba_png, images.la_png])
+def test_transparency_is_composited_onto_black(digit: np.ndarray, make) -> None:
+    decoded = decode_image(make(digit), max_pixels=LIMIT)
+    assert decoded.mode == "RGB"
+    gray = np.asarray(decoded.convert("L"), dtype=int)
+    assert gray[digit == 0].max() == 0  # transparent or black stays black
+    assert np.abs(gray - digit).mean() < 4
+
+
+def test_animated_gif_uses_its_first_frame(digit: np.ndarray) -> None:
+    decoded = decode_image(images.animated_gif(digit, 255 - digit), max_pixels=LIMIT)
+    assert np.abs(np.asarray(decoded.convert("L"), dtype=int) - digit).mean() < 4
