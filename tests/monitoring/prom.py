@@ -110,6 +110,7 @@ class PrometheusServer:
 def run_prometheus(config: dict[str, Any], workdir: Path) -> Iterator[PrometheusServer]:
     """Start /usr/bin/prometheus with `config` on a free loopback port; stop it on exit."""
     binary = require_binary("prometheus")
+    workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
