@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Annotated
 
 import bentoml
@@ -24,6 +25,10 @@ from service.settings import ModelKey, ServiceSettings
 from training.export import load_exported
 
 logger = logging.getLogger(__name__)
+
+# BentoML rebuilds tensors received between the services with torch.from_numpy over read-only
+# pickle buffers; nothing here writes to them.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 settings = ServiceSettings()
 catalog = build_catalog(settings)
@@ -42,7 +47,19 @@ def _resources() -> dict[str, int]:
     return {"gpu": 1} if settings.resolved_device == "cuda" else {}
 
 
-@bentoml.service(name="ConvNetModels", workers=settings.workers, resources=_resources())
+# BentoML 1.4.40's client for a dependency replaces its connection pool every 100 requests or 300 s
+# and closes the old one under the requests still in flight on it ("Server disconnected", a 500 for
+# those clients; bentoml/BentoML#5540, #4971). The front talks to this service over a local socket,
+# where recycling buys nothing, so the pool lives as long as the worker.
+KEEP_CONNECTIONS = {"max_requests": 2**62, "max_age": 10.0 * 365 * 24 * 3600}
+
+
+@bentoml.service(
+    name="ConvNetModels",
+    workers=settings.workers,
+    resources=_resources(),
+    runner_connection=KEEP_CONNECTIONS,
+)
 class ConvNetModels:
     # Class-level references put the models into the bento at `bentoml build`.
     mnist_model = catalog["mnist"].ref

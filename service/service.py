@@ -15,6 +15,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import anyio.to_thread
 import bentoml
 import torch
@@ -113,10 +114,7 @@ class ImageClassifier:
             )
             metrics.preprocess_seconds.labels(key).observe(time.perf_counter() - start)
             queued = [QueuedImage(pixels=tensor, queued_at=time.time()) for tensor in pixels]
-            try:
-                probabilities = await getattr(self.models.to_async, key)(queued)
-            except ServiceUnavailable:
-                raise Overloaded(f"the {key} model is overloaded; retry later") from None
+            probabilities = await self._infer(key, queued)
         except InputRejected as error:
             metrics.rejected_inputs_total.labels(key, error.reason).inc()
             logger.info("rejected a %s request: %s", key, error)
@@ -129,6 +127,18 @@ class ImageClassifier:
         for result in results:
             metrics.predictions_total.labels(key, result.predictions[0].label).inc()
         return results
+
+    async def _infer(self, key: ModelKey, queued: list[QueuedImage]) -> list[torch.Tensor]:
+        """Join a batch of the model service; retried once if the local connection drops (idempotent)."""
+        infer = getattr(self.models.to_async, key)
+        try:
+            try:
+                return await infer(queued)
+            except aiohttp.ClientConnectionError as error:  # an idle pooled connection closed under us
+                logger.warning("retrying a %s batch call after a dropped connection: %s", key, error)
+                return await infer(queued)
+        except ServiceUnavailable:  # BentoML's batcher sheds requests beyond max_latency_ms
+            raise Overloaded(f"the {key} model is overloaded; retry later") from None
 
 
 ImageClassifier.add_asgi_middleware(
