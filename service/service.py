@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import anyio.to_thread
@@ -65,7 +65,7 @@ models_app = Starlette(routes=[Route("/models", list_models), Route("/models/{mo
 
 
 @bentoml.asgi_app(models_app, path="/")
-@bentoml.service(name="ImageClassifier", workers=settings.workers, traffic={"timeout": 60})
+@bentoml.service(name="ImageClassifier", workers=settings.workers)
 class ImageClassifier:
     models = bentoml.depends(ConvNetModels)
 
@@ -96,7 +96,7 @@ class ImageClassifier:
 
     async def _classify(
         self, key: ModelKey, images: Sequence[Source], read: Callable[[Source], bytes]
-    ) -> Any:
+    ) -> list[Classification] | JSONResponse:
         """Validate and preprocess this request alone, then join a batch; errors become JSON 4xx/503."""
         try:
             entry = catalog.get(key)
