@@ -95,13 +95,19 @@ def train(
 @app.command()
 def finetune(
     arch: Annotated[str, typer.Option(help="backbone, e.g. mobilenet_v2 or resnet50 (see list-archs)")],
-    data_dir: Annotated[Path, typer.Option(help="ImageFolder photos: DIR/train/<class>/*, DIR/val/<class>/*")],
+    data_dir: Annotated[
+        Path, typer.Option(help="ImageFolder photos: DIR/train/<class>/*, DIR/val/<class>/*")
+    ],
     out: Annotated[Path, typer.Option(help="run directory to write")],
-    weights: Annotated[str, typer.Option(help="imagenet (torchvision's), none, or a state_dict file")] = "imagenet",
+    weights: Annotated[
+        str, typer.Option(help="imagenet (torchvision's), none, or a state_dict file")
+    ] = "imagenet",
     image_size: Annotated[int | None, typer.Option(help="input side instead of the weights' own")] = None,
     limit: Annotated[int | None, typer.Option(help="use only this many images per class and split")] = None,
     batch_size: int = 32,
-    feature_epochs: Annotated[int, typer.Option(help="phase 1: epochs of the new head on the frozen backbone")] = 10,
+    feature_epochs: Annotated[
+        int, typer.Option(help="phase 1: epochs of the new head on the frozen backbone")
+    ] = 10,
     head_lr: Annotated[float, typer.Option(help="phase 1 learning rate")] = 1e-3,
     feature_augment: Annotated[bool, typer.Option(help="augment in phase 1 too (no feature cache)")] = False,
     finetune_epochs: Annotated[int, typer.Option(help="phase 2: epochs with the top blocks unfrozen")] = 8,

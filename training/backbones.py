@@ -60,7 +60,9 @@ def get_backbone(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise UserError(f"unknown arch {name!r}; `python -m training list-archs` shows the available ones") from None
+        raise UserError(
+            f"unknown arch {name!r}; `python -m training list-archs` shows the available ones"
+        ) from None
 
 
 def build(backbone: Backbone, num_classes: int, state_dict: dict[str, Tensor] | None = None) -> nn.Module:

@@ -30,7 +30,9 @@ class PhotoAugment(BaseModel):
     """The training preset for photos: random resized crop, horizontal flip, colour jitter."""
 
     enabled: bool = True
-    min_scale: float = Field(0.35, gt=0, le=1, description="smallest crop of the random resized crop, area fraction")
+    min_scale: float = Field(
+        0.35, gt=0, le=1, description="smallest crop of the random resized crop, area fraction"
+    )
     hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
     jitter: float = Field(0.2, ge=0, le=1, description="brightness, contrast and saturation jitter")
 
@@ -107,7 +109,9 @@ def find_split(data_dir: Path, split: str, *, limit: int | None = None) -> Image
         if p.is_file() and not p.name.lower().endswith(IMG_EXTENSIONS)
     )
     if skipped:
-        logger.info("%s: skipped %d file(s) that are not images: %s", folder, len(skipped), ", ".join(skipped))
+        logger.info(
+            "%s: skipped %d file(s) that are not images: %s", folder, len(skipped), ", ".join(skipped)
+        )
     samples = found.samples if limit is None else _first_per_class(found.samples, limit)
     for path, _ in samples:
         _check_image(Path(path))
@@ -118,7 +122,9 @@ def find_splits(data_dir: Path, *, limit: int | None = None) -> tuple[ImageSplit
     """The train/ and val/ splits, which must have the same classes."""
     train, val = find_split(data_dir, "train", limit=limit), find_split(data_dir, "val", limit=limit)
     if train.classes != val.classes:
-        raise UserError(f"train/ and val/ in {data_dir} have different classes: {train.classes} vs {val.classes}")
+        raise UserError(
+            f"train/ and val/ in {data_dir} have different classes: {train.classes} vs {val.classes}"
+        )
     if len(train.classes) < 2:
         raise UserError(f"{train.folder} has one class ({train.classes[0]}); a classifier needs at least two")
     return train, val
