@@ -113,9 +113,6 @@ def fast_traffic(stack: Stack) -> FastTraffic:
 
 def test_traffic_got_real_answers(fast_traffic: FastTraffic) -> None:
     assert fast_traffic.traffic.unexpected == []
-    # Not 0: BentoML 1.4 drops a few calls between the front and the model service under load
-    # (bentoml/BentoML#4971); below the error-ratio alert's 5%.
-    assert fast_traffic.traffic.server_error_ratio() < 0.05, fast_traffic.traffic.statuses
     assert fast_traffic.traffic.statuses[("/classify/mnist", 200)] > 10
     assert fast_traffic.traffic.statuses[("/classify/mnist/base64", 200)] > 10
 
