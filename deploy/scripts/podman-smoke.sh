@@ -87,10 +87,13 @@ EOF
 
 run_container() {
     log "run $IMAGE on 127.0.0.1:$PORT (read-only root, cap-drop ALL, uid 10001)"
+    # --read-only mounts a tmpfs on /tmp; the Prometheus directory stands in for the emptyDir
+    # (podman ignores tmpfs modes here, so a root-owned tmpfs would not be writable for uid 10001).
+    # --no-healthcheck: podman runs HEALTHCHECK through systemd timers, absent here.
+    mkdir -m 1777 "$WORK/prometheus"
     "${PODMAN[@]}" run -d --name "$NAME" "${LIMITS[@]}" -p "127.0.0.1:$PORT:3000" \
-        --read-only --tmpfs /tmp:mode=1777 \
-        --tmpfs /home/app/bentoml/prometheus_multiproc_dir:mode=1777 \
-        --cap-drop ALL --security-opt no-new-privileges \
+        --read-only -v "$WORK/prometheus:/home/app/bentoml/prometheus_multiproc_dir" \
+        --cap-drop ALL --security-opt no-new-privileges --no-healthcheck \
         -e CONVNET_SIMULATED_LATENCY_MS="$SLOW_MS" "$IMAGE" >/dev/null
     local start=$SECONDS
     until curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
