@@ -124,6 +124,7 @@ main() {
     for name in bentoml_service_request_total convnet_inference_seconds_count convnet_model_info; do
         grep -q "^$name" <<<"$metrics" || { log "FAIL: /metrics has no $name"; return 1; }
     done
+    log "memory in use: $(podman stats --no-stream --format '{{.MemUsage}}' "$NAME")"
     log "/metrics: $(grep -c '^convnet_' <<<"$metrics") convnet_* samples; $(grep '^bentoml_service_request_total' <<<"$metrics" | grep classify | head -1)"
 
     log "SIGTERM with a ${SLOW_MS} ms request in flight (podman stop --time $GRACE)"
