@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import random
 import signal
@@ -125,7 +126,7 @@ class Traffic:
     def _client(self, seed: int) -> None:
         rng = random.Random(seed)
         with httpx.Client(base_url=self.url, timeout=60) as client:
-            for count in range(1_000_000):
+            for count in itertools.count():
                 if self._stop.is_set():
                     return
                 images = rng.sample(self.digits, rng.randint(1, 4))
