@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 EMBEDDED_RUN := models/mnist
 
+# BentoML would otherwise send usage statistics: nothing here talks to the internet.
+export BENTOML_DO_NOT_TRACK := true
+
 .PHONY: setup serve test lint system-deps
 
 setup: $(VENV)/.installed
