@@ -17,7 +17,7 @@ set -euo pipefail
 
 IMAGE=${IMAGE:-localhost/convnet-serve:smoke}
 BASE_IMAGE=${BASE_IMAGE:-localhost/debian-bookworm-python:latest}
-TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://pypi.org/simple}
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-}   # empty: PyPI's CUDA wheels, found in PIP_LOCAL_INDEXES here
 PIP_LOCAL_INDEXES=${PIP_LOCAL_INDEXES:-}
 PORT=${PORT:-3300}
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -44,7 +44,7 @@ make_base_image() {
     log "debootstrap bookworm -> $BASE_IMAGE"
     local root="$WORK/rootfs"
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-        bookworm "$root" http://deb.debian.org/debian >"$WORK/debootstrap.log"
+        bookworm "$root" >"$WORK/debootstrap.log"
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
     tar -C "$root" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
 }

@@ -16,8 +16,8 @@ import pytest
 from tests.deploy.crd_schemas import CRD_SCHEMAS
 from tests.deploy.tools import K8S, Docs, find_tool, graceful_shutdown_seconds
 
-# The oldest release with the preStop `sleep` action on by default (1.30) is out of support;
-# validate against the oldest and the newest release kubernetes-validate knows here.
+# An older release still common in clusters (the preStop `sleep` action needs 1.30+) and the newest
+# release kubernetes-validate knows.
 K8S_VERSIONS = ["1.32.0", kubernetes_validate.latest_version()]
 CLUSTER_SCOPED = {"Namespace"}
 
