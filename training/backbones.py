@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torchvision
 from torch import Tensor, nn
@@ -46,7 +46,7 @@ class Backbone:
     """One ImageNet architecture: how to build it, get its ImageNet weights and preprocess its input."""
 
     name: str  # registry name: torchvision's, or "timm/<timm name>"
-    source: str  # "torchvision" or "timm"
+    source: Literal["torchvision", "timm"]
     network: Callable[[], nn.Module]  # the untrained 1000-class ImageNet network
     imagenet_state_dict: Callable[[], dict[str, Tensor]]  # downloads, or reads a local cache
     preprocessing: Callable[[bool], Preprocessing]  # (for the default ImageNet weights?) -> preprocessing

@@ -58,12 +58,12 @@ class FinetuneConfig(BaseModel):
     head_lr: float = Field(1e-3, gt=0)
     feature_augment: bool = Field(False, description="augment in phase 1 too (no feature cache)")
     # Phase 2: fine-tuning.
-    finetune_epochs: int = Field(8, ge=0)
-    unfreeze: int = Field(3, ge=0, description="top blocks of the backbone to train")
-    lr: float = Field(1e-4, gt=0, description="the head's learning rate")
-    backbone_lr: float = Field(1e-5, gt=0, description="the unfrozen blocks' learning rate")
+    finetune_epochs: int = Field(10, ge=0)
+    unfreeze: int = Field(8, ge=0, description="top blocks of the backbone to train")
+    lr: float = Field(3e-4, gt=0, description="the head's learning rate")
+    backbone_lr: float = Field(1e-4, gt=0, description="the unfrozen blocks' learning rate")
     patience: int = Field(
-        3, ge=1, description="stop after this many epochs without a better validation accuracy"
+        5, ge=1, description="stop after this many epochs without a better validation accuracy"
     )
     augment: PhotoAugment = PhotoAugment()
     workers: int = Field(2, ge=0, description="data loading processes")
