@@ -1,6 +1,6 @@
 """Phase 1 (feature extraction) with and without the feature cache, on the real hymenoptera photos.
 
-    .venv/bin/python bench/finetune_bench.py --arch mobilenet_v2 --epochs 5 --limit 40
+    .venv/bin/python -m bench.finetune_bench --arch mobilenet_v2 --epochs 5 --limit 40
 
 Both runs train the head for the same epochs without augmentation; the uncached one runs the frozen
 backbone on every image every epoch. Prints the wall time of each phase 1 (feature extraction
@@ -57,7 +57,7 @@ def main() -> None:
     cached_wall, cached_epoch = phase_one(FinetuneConfig(**common, feature_augment=False))
     uncached_wall, uncached_epoch = phase_one(FinetuneConfig(**common, feature_augment=True))
     logger.info(
-        "%s, %d epochs on %d photos/class: cached %.1fs (%.2fs/epoch), uncached %.1fs (%.2fs/epoch); "
+        "%s, %d epochs on %d photos/class: cached %.1fs (%.3fs/epoch), uncached %.1fs (%.3fs/epoch); "
         "epoch time ratio uncached/cached %.0fx, whole phase %.1fx",
         args.arch, args.epochs, args.limit, cached_wall, cached_epoch, uncached_wall, uncached_epoch,
         uncached_epoch / cached_epoch, uncached_wall / cached_wall,
