@@ -37,6 +37,7 @@ class Entry:
             labels=self.card.labels,
             preprocessing=self.card.preprocessing,
             test_accuracy=self.card.test_accuracy,
+            val_accuracy=self.card.val_accuracy,
         )
 
 

@@ -30,4 +30,5 @@ class ModelInfo(BaseModel):
     arch: str
     labels: list[str]
     preprocessing: Preprocessing
-    test_accuracy: float | None
+    test_accuracy: float | None  # on the held-out test set, when the data had one
+    val_accuracy: float | None  # of the exported (best) checkpoint

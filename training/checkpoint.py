@@ -46,6 +46,13 @@ def save_training_state(
     run.last_state.write_text(json.dumps(state, indent=2) + "\n")
 
 
+def read_progress(run: RunDir) -> dict[str, Any] | None:
+    """The `progress` of the last saved state (phase, epoch, best metric), or None if there is none."""
+    if not run.last_state.is_file():
+        return None
+    return json.loads(run.last_state.read_text())["progress"]
+
+
 def load_training_state(
     run: RunDir,
     model: nn.Module,

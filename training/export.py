@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from safetensors.torch import load_file
 from torch import nn
 
+from training import history
 from training.errors import UserError
 from training.models import create_model
 from training.preprocessing import Preprocessing
@@ -34,7 +35,8 @@ class ModelCard(BaseModel):
     arch: str
     labels: list[str]
     preprocessing: Preprocessing
-    test_accuracy: float | None = None
+    test_accuracy: float | None = None  # on the held-out test set, when the data had one
+    val_accuracy: float | None = None  # of the exported (best) checkpoint
     training_config: dict[str, Any]
     data_sha256: dict[str, str]
 
@@ -50,13 +52,15 @@ def export_run(run_dir: Path, name: str | None = None) -> bentoml.Tag:
     """Create `name:<weights sha256 prefix>` in the model store; exporting twice is a no-op."""
     run = RunDir.open(run_dir)
     info = run.read_info()
-    evaluation = run.read_evaluation("test") or run.read_evaluation("val")
+    test = run.read_evaluation("test")
+    epochs = history.read(run.metrics)
     card = ModelCard(
         task=info.task,
         arch=info.arch,
         labels=info.labels,
         preprocessing=info.preprocessing,
-        test_accuracy=evaluation["accuracy"] if evaluation else None,
+        test_accuracy=test["accuracy"] if test else None,
+        val_accuracy=max((row.val_accuracy for row in epochs), default=None),
         training_config=info.config,
         data_sha256=info.data_sha256,
     )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from training import history
-from training.checkpoint import load_training_state, save_training_state, save_weights
+from training.checkpoint import load_training_state, read_progress, save_training_state, save_weights
 from training.engine import Batches, MixedPrecision, evaluate, train_one_epoch
 from training.rundir import RunDir
 
@@ -44,13 +44,13 @@ def fit(
     sees the same data order); keep the best validation accuracy's weights in run.weights.
     Returns the best validation accuracy so far."""
     start_epoch, stale = 1, 0
-    if resume and run.last_state.is_file():
+    saved = read_progress(run) if resume else None
+    if saved is not None and saved["phase"] == phase.name:  # another phase's state does not fit
         progress = load_training_state(run, model, phase.optimizer, phase.scheduler)
-        if progress["phase"] == phase.name:
-            start_epoch, stale = progress["epoch"] + 1, progress["stale_epochs"]
-            best_accuracy = progress["best_accuracy"]
-            history.truncate(run.metrics, phase.name, progress["epoch"])
-            logger.info("resuming %s at epoch %d", phase.name, start_epoch)
+        start_epoch, stale = progress["epoch"] + 1, progress["stale_epochs"]
+        best_accuracy = progress["best_accuracy"]
+        history.truncate(run.metrics, phase.name, progress["epoch"])
+        logger.info("resuming %s at epoch %d", phase.name, start_epoch)
     for epoch in range(start_epoch, phase.epochs + 1):
         if phase.patience is not None and stale >= phase.patience:
             logger.info("%s: early stop, no better validation accuracy for %d epochs", phase.name, stale)
