@@ -3,7 +3,7 @@
 Each request carries one real MNIST test digit as a PNG. Numbers go to bench/results/serve_bench.json
 and .md (the latest run; the machine and settings are recorded with them).
 
-    # against a running server (e.g. `make serve`)
+    # against a running server (e.g. `bash scripts/serve.sh`)
     .venv/bin/python bench/serve_bench.py --url http://127.0.0.1:3000
     # or start `bentoml serve` from the repository root for the run (model store: $BENTOML_HOME)
     .venv/bin/python bench/serve_bench.py --start

@@ -60,7 +60,7 @@ def export_run(run_dir: Path, name: str | None = None) -> bentoml.Tag:
         labels=info.labels,
         preprocessing=info.preprocessing,
         test_accuracy=test["accuracy"] if test else None,
-        val_accuracy=max((row.val_accuracy for row in epochs), default=None),
+        val_accuracy=round(max(row.val_accuracy for row in epochs), 6) if epochs else None,
         training_config=info.config,
         data_sha256=info.data_sha256,
     )

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up .venv/, imports the embedded MNIST model into the BentoML model store and serves on port 3000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+export BENTOML_DO_NOT_TRACK=true  # BentoML would otherwise send usage statistics
+export PATH="$PWD/.venv/bin:$PATH"
+python -m training export models/mnist
+exec bentoml serve "$@"
