@@ -13,6 +13,7 @@ from training import history, mnist_task, trainer
 from training.__main__ import app
 from training.augment import AffineAugment
 from training.checkpoint import load_weights, save_weights
+from training.engine import MixedPrecision
 from training.export import export_run, load_exported
 from training.mnist import load_split
 from training.models import create_model
@@ -153,3 +154,11 @@ def _to_pil(image: torch.Tensor):  # noqa: ANN202
     from PIL import Image
 
     return Image.fromarray(image.numpy(), mode="L")
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_with_mixed_precision(mnist_dir: Path, tmp_path: Path) -> None:
+    config = quick_config(mnist_dir, epochs=2).model_copy(update={"device": "cuda"})
+    assert MixedPrecision(torch.device("cuda")).enabled
+    run = mnist_task.train(config, tmp_path / "cuda")
+    assert run.read_evaluation("test")["accuracy"] > 0.85
