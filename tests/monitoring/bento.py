@@ -1,101 +1,14 @@
-"""The real service (`bentoml serve` from the repository root) as a subprocess, and traffic for it."""
+"""Traffic for the real service (which runs as tests.support.server.Server): clients in background threads."""
 
 from __future__ import annotations
 
 import base64
 import itertools
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
-import pytest
-
-from tests.monitoring.prom import REPO
-
-
-def import_mnist_model(bentoml_home: Path) -> None:
-    """Put the embedded MNIST model into the model store at `bentoml_home` (mnist-convnet:latest)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "training", "export", "models/mnist"],
-        cwd=REPO,
-        env={**os.environ, "BENTOML_HOME": str(bentoml_home)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"export failed:\n{result.stdout}\n{result.stderr}"
-
-
-class BentoService:
-    """`bentoml serve` on 127.0.0.1:`port`, with one worker per service and its own model store."""
-
-    def __init__(self, port: int, bentoml_home: Path, log_dir: Path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.port = port
-        self.bentoml_home = bentoml_home
-        self.log_dir = log_dir
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self, **settings: str) -> None:
-        """Start with extra `CONVNET_<NAME>` settings (e.g. SIMULATED_LATENCY_MS="1000"); wait until ready."""
-        env = {
-            **os.environ,
-            "BENTOML_HOME": str(self.bentoml_home),
-            "BENTOML_DO_NOT_TRACK": "True",
-            "CONVNET_DEVICE": "cpu",
-            "CONVNET_WORKERS": "1",
-            "CONVNET_TORCH_THREADS": "1",
-            **{f"CONVNET_{name.upper()}": value for name, value in settings.items()},
-        }
-        self.starts += 1
-        self.log = self.log_dir / f"bentoml-{self.starts}.log"
-        with self.log.open("wb") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._wait_ready()
-
-    def stop(self) -> None:
-        """SIGTERM to the whole process group (server and workers), SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def _wait_ready(self, timeout: float = 180) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"service not ready after {timeout}s:\n{self.log_tail()}")
 
 
 class Traffic:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.server import REPO, free_port
+
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RULES_DIR = PROMETHEUS_DIR / "rules"
@@ -53,19 +52,6 @@ def load_rules() -> list[dict[str, Any]]:
 
 def recorded_names() -> set[str]:
     return {rule["record"] for rule in load_rules() if "record" in rule}
-
-
-def free_port() -> int:
-    """A free loopback port below 32768 (the kernel's ephemeral range starts above it)."""
-    for _ in range(100):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found between 20000 and 32000")
 
 
 def parse_sample(value: str) -> float | None:

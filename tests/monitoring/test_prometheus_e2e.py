@@ -18,9 +18,10 @@ import pytest
 import yaml
 
 from tests.monitoring import dashboard
-from tests.monitoring.bento import BentoService, Traffic, import_mnist_model
+from tests.monitoring.bento import Traffic
 from tests.monitoring.mnist_png import mnist_test_pngs
-from tests.monitoring.prom import CONFIG, JOB, PrometheusServer, free_port, rule_files, run_prometheus
+from tests.monitoring.prom import CONFIG, JOB, PrometheusServer, rule_files, run_prometheus
+from tests.support.server import EMBEDDED_MNIST, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +38,7 @@ REPLICAS = f'job:up:sum{{job="{JOB}"}}'
 
 @dataclass
 class Stack:
-    service: BentoService
+    service: Server
     prometheus: PrometheusServer
     digits: list[bytes]
 
@@ -86,9 +87,11 @@ def e2e_config(service_port: int, rules_dir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("e2e")
-    bentoml_home = workdir / "bentoml"
-    import_mnist_model(bentoml_home)
-    service = BentoService(free_port(), bentoml_home, workdir)
+    # One worker per service, one torch thread: the latency numbers are those of a known small server.
+    service = Server(
+        workdir / "bentoml", log=workdir / "bentoml.log", device="cpu", workers="1", torch_threads="1"
+    )
+    service.export(EMBEDDED_MNIST)
     rules_dir = workdir / "rules"
     rules_dir.mkdir()
     write_rules_copy(rules_dir)

@@ -1,97 +1,141 @@
-"""The photo path over HTTP: an untrained MobileNetV2 export with 2 labels, real JPEG photos.
+"""End to end: a tiny fine-tuned MobileNetV2 photo model, exported, answers `/classify/photo` over HTTP.
 
-The trained photo model comes from the transfer-learning work; this checks the serving path only
-(RGB preprocessing with resize + centre crop, its own batch queue, metadata, metrics).
+The head is trained on 16 real hymenoptera photos per class at 128 px (the transfer-learning path,
+RGB preprocessing with resize + centre crop), exported next to an MNIST model into the server's own
+model store, and served by `bentoml serve` with the photo model's own batch queue. The served labels
+and scores must be the exported model's own, computed in-process; multipart and base64 uploads must
+get the same answers; metadata and metrics must describe the photo model; digits stay with MNIST.
+(Without a photo model the service answers 503: tests/service/test_service_e2e.py checks that.)
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import torch
+from PIL import Image
 
-from tests.conftest import HYMENOPTERA_DIR
-from tests.service.server import EMBEDDED_MNIST, Server, untrained_run
-from training.errors import UserError
-from training.models import create_model
-from training.preprocessing import MNIST_PREPROCESSING, Preprocessing
+from tests.conftest import HYMENOPTERA_DIR, WEIGHTS_DIR
+from tests.support.server import Server, mnist_run
+from training.export import ExportedModel, export_run, load_exported
+from training.finetune import FinetuneConfig, finetune
+from training.preprocessing import Preprocessing
 
 pytestmark = pytest.mark.e2e
 
 LABELS = ["ants", "bees"]
-# A small input keeps the CPU cost low; the resize + centre-crop path is the ImageNet recipe's.
-PHOTO_PREPROCESSING = Preprocessing(
-    input_size=(96, 96), channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize_size=110
-)
-
-
-def _photo_arch_available() -> bool:
-    try:
-        create_model("mobilenet_v2", len(LABELS))
-    except UserError:
-        return False
-    return True
+PHOTOS_PER_CLASS = 2  # val photos per class sent to the service
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if not _photo_arch_available():
-        pytest.skip("create_model does not know mobilenet_v2 yet")
+def photo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MobileNetV2 head trained on 16 photos per class at 128 px (a few seconds of CPU)."""
+    config = FinetuneConfig(
+        arch="mobilenet_v2",
+        weights=str(WEIGHTS_DIR / "mobilenet_v2_imagenet1k_from_tflite_quant.pth"),
+        data_dir=str(HYMENOPTERA_DIR),
+        image_size=128,
+        limit=16,
+        batch_size=8,
+        feature_epochs=10,
+        head_lr=3e-3,
+        finetune_epochs=0,
+        workers=0,
+    )
+    return finetune(config, tmp_path_factory.mktemp("photo")).path
+
+
+@pytest.fixture(scope="module")
+def photo_tag(photo_run: Path) -> str:
+    """The run exported into the tests' own store too: the tag is the weights' hash, as in the server's."""
+    return str(export_run(photo_run))
+
+
+@pytest.fixture(scope="module")
+def exported(photo_tag: str) -> ExportedModel:
+    return load_exported(photo_tag)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, photo_run: Path) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("bentoml-home-photo")
     server = Server(home, log=home / "serve.log", device="cpu", workers="1", photo_max_batch_size="4")
-    mnist = EMBEDDED_MNIST
-    if not (mnist / "config.json").is_file():
-        mnist = untrained_run(
-            home / "mnist", "mnist", "mnist_cnn", [str(i) for i in range(10)], MNIST_PREPROCESSING
-        )
-    server.export(mnist)
-    server.export(untrained_run(home / "photo", "photo", "mobilenet_v2", LABELS, PHOTO_PREPROCESSING))
+    server.export(mnist_run(home / "mnist"))
+    server.export(photo_run)
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def photos() -> list[bytes]:
-    paths = [sorted((HYMENOPTERA_DIR / "val" / label).glob("*.jpg"))[0] for label in LABELS]
-    return [path.read_bytes() for path in paths]
+def photo_paths() -> list[Path]:
+    return [
+        path
+        for label in LABELS
+        for path in sorted((HYMENOPTERA_DIR / "val" / label).glob("*.jpg"))[:PHOTOS_PER_CLASS]
+    ]
 
 
-def _check(results: list[dict], count: int) -> None:
-    assert len(results) == count
-    for result in results:
-        assert result["model"] == "photo-classifier"
-        assert sorted(p["label"] for p in result["predictions"]) == LABELS  # top-5 capped at 2 classes
-        assert sum(p["score"] for p in result["predictions"]) == pytest.approx(1.0, abs=1e-4)
+def classify_multipart(server: Server, paths: list[Path]) -> list[dict[str, Any]]:
+    files = [("images", (path.name, path.read_bytes(), "image/jpeg")) for path in paths]
+    response = httpx.post(f"{server.url}/classify/photo", files=files, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
-def test_photos_are_classified_multipart_and_base64(server: Server, photos: list[bytes]) -> None:
-    files = [("images", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(photos)]
-    multipart = httpx.post(f"{server.url}/classify/photo", files=files, timeout=120)
-    assert multipart.status_code == 200, multipart.text
-    _check(multipart.json(), len(photos))
+def test_photo_endpoint_classifies_real_photos_like_the_exported_model(
+    server: Server, photo_paths: list[Path], photo_tag: str, exported: ExportedModel
+) -> None:
+    answers = classify_multipart(server, photo_paths)
+    assert len(answers) == len(photo_paths)
 
-    encoded = [base64.b64encode(data).decode() for data in photos]
+    assert exported.card.labels == LABELS
+    transform = exported.card.preprocessing.eval_transform()
+    with torch.no_grad():
+        expected = exported.model(torch.stack([transform(Image.open(p)) for p in photo_paths])).softmax(1)
+    for answer, probabilities, path in zip(answers, expected, photo_paths, strict=True):
+        assert answer["model"] == "photo-classifier" and f"photo-classifier:{answer['version']}" == photo_tag
+        assert sorted(p["label"] for p in answer["predictions"]) == LABELS  # top-5 capped at 2 classes
+        assert sum(p["score"] for p in answer["predictions"]) == pytest.approx(1.0, abs=1e-4)
+        top = answer["predictions"][0]
+        assert top["label"] == exported.card.labels[int(probabilities.argmax())], path.name
+        assert top["score"] == pytest.approx(float(probabilities.max()), abs=1e-4), path.name
+    correct = sum(
+        a["predictions"][0]["label"] == p.parent.name for a, p in zip(answers, photo_paths, strict=True)
+    )
+    assert correct >= len(photo_paths) - 1  # a head trained on 32 photos: at most one mistake
+
+
+def test_base64_answers_equal_multipart(server: Server, photo_paths: list[Path]) -> None:
+    multipart = classify_multipart(server, photo_paths)
+    encoded = [base64.b64encode(path.read_bytes()).decode() for path in photo_paths]
     as_json = httpx.post(f"{server.url}/classify/photo/base64", json={"images": encoded}, timeout=120)
     assert as_json.status_code == 200, as_json.text
-    assert as_json.json() == multipart.json()
+    assert as_json.json() == multipart
 
 
-def test_photo_metadata_and_metrics(server: Server, photos: list[bytes]) -> None:
+def test_photo_metadata_and_metrics(server: Server, photo_paths: list[Path], exported: ExportedModel) -> None:
     assert [m["model"] for m in httpx.get(f"{server.url}/models").json()] == ["mnist", "photo"]
     photo = httpx.get(f"{server.url}/models/photo").json()
     assert photo["arch"] == "mobilenet_v2" and photo["labels"] == LABELS
-    assert photo["preprocessing"]["resize_size"] == 110
+    preprocessing = Preprocessing.model_validate(photo["preprocessing"])
+    assert preprocessing == exported.card.preprocessing
+    assert preprocessing.input_size == (128, 128) and preprocessing.channels == 3
+    assert preprocessing.resize_size is not None and preprocessing.resize_size > 128  # resize + centre crop
+
+    classify_multipart(server, photo_paths[:1])  # at least one photo batch before the scrape
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'convnet_model_info{arch="mobilenet_v2",device="cpu",model="photo"' in metrics
     assert 'convnet_batch_size_count{model="photo"}' in metrics
 
 
-def test_photo_model_is_not_used_for_digits(server: Server, photos: list[bytes]) -> None:
-    response = httpx.post(
-        f"{server.url}/classify/mnist", files=[("images", ("a.jpg", photos[0], "image/jpeg"))]
-    )
-    assert response.status_code == 200
+def test_photo_model_is_not_used_for_digits(server: Server, photo_paths: list[Path]) -> None:
+    files = [("images", ("a.jpg", photo_paths[0].read_bytes(), "image/jpeg"))]
+    response = httpx.post(f"{server.url}/classify/mnist", files=files, timeout=60)
+    assert response.status_code == 200, response.text
     assert response.json()[0]["model"] == "mnist-convnet"

@@ -25,8 +25,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service import images
-from tests.service.server import EMBEDDED_MNIST, REPO, Server, free_port, untrained_run
-from training.preprocessing import MNIST_PREPROCESSING
+from tests.support.server import EMBEDDED_MNIST, REPO, Server, free_port, mnist_run
 
 pytestmark = pytest.mark.e2e
 
@@ -63,13 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         max_image_pixels=str(MAX_PIXELS),
         max_request_bytes=str(MAX_BYTES),
     )
-    labels = [str(i) for i in range(10)]
-    run = (
-        EMBEDDED_MNIST
-        if TRAINED
-        else untrained_run(home / "run", "mnist", "mnist_cnn", labels, MNIST_PREPROCESSING)
-    )
-    server.export(run)
+    server.export(mnist_run(home / "run"))
     server.start()
     yield server
     server.stop()

@@ -1,4 +1,5 @@
-"""A real `bentoml serve` of the service in a subprocess, with its own model store, for the e2e tests."""
+"""A real `bentoml serve` of the service in a subprocess, with its own model store, for the e2e tests
+(tests/service, tests/monitoring)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx
 from safetensors.torch import save_file
 
 from training.models import create_model
-from training.preprocessing import Preprocessing
+from training.preprocessing import MNIST_PREPROCESSING, Preprocessing
 from training.rundir import RunDir, RunInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,8 +46,26 @@ def untrained_run(path: Path, task: str, arch: str, labels: list[str], preproces
     return path
 
 
+def mnist_run(path: Path) -> Path:
+    """The embedded trained MNIST run (models/mnist), or an untrained stand-in created at `path`
+    while it is absent: the service refuses to start without an MNIST model."""
+    if (EMBEDDED_MNIST / "config.json").is_file():
+        return EMBEDDED_MNIST
+    labels = [str(i) for i in range(10)]
+    return untrained_run(path, "mnist", "mnist_cnn", labels, MNIST_PREPROCESSING)
+
+
+def convnet_settings(settings: dict[str, str]) -> dict[str, str]:
+    """The service's settings as environment variables: workers="1" -> CONVNET_WORKERS=1."""
+    return {f"CONVNET_{name.upper()}": value for name, value in settings.items()}
+
+
 class Server:
-    """`bentoml serve` from the repository root on 127.0.0.1, with its own BENTOML_HOME."""
+    """`bentoml serve` from the repository root on 127.0.0.1, with its own BENTOML_HOME.
+
+    `settings` become `CONVNET_<NAME>` environment variables. It can be stopped and started again on
+    the same port; each start appends to `log`.
+    """
 
     def __init__(self, bentoml_home: Path, log: Path, **settings: str) -> None:
         self.port = free_port()
@@ -56,7 +75,7 @@ class Server:
             **os.environ,
             "BENTOML_HOME": str(bentoml_home),
             "BENTOML_DO_NOT_TRACK": "True",
-            **{f"CONVNET_{name.upper()}": value for name, value in settings.items()},
+            **convnet_settings(settings),
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -68,11 +87,14 @@ class Server:
         )  # fmt: skip
         assert result.returncode == 0, f"export failed:\n{result.stdout}\n{result.stderr}"
 
-    def start(self, timeout: float = 240) -> None:
-        with self.log.open("wb") as log_file:
+    def start(self, timeout: float = 240, **settings: str) -> None:
+        """Start and wait until /readyz answers 200; `settings` are extra ones for this start only
+        (e.g. simulated_latency_ms="1000")."""
+        env = {**self.env, **convnet_settings(settings)}
+        with self.log.open("ab") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
