@@ -4,33 +4,12 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "training", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    for text in expected:
-        assert text in errors[0], errors[0]
+from tests.support.cli import assert_one_line_error, run_cli
 
 
 def idx_images(count: int, side: int) -> bytes:

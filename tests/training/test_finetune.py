@@ -7,8 +7,6 @@ paths run with `--weights none`; MobileNetV2 uses the real ImageNet weights in s
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from urllib.error import URLError
 
@@ -19,7 +17,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import get_model_weights
 
-from tests.conftest import HYMENOPTERA_DIR, REPO, WEIGHTS_DIR
+from tests.conftest import HYMENOPTERA_DIR, WEIGHTS_DIR
+from tests.support.cli import assert_one_line_error, run_cli
 from training import backbones, finetune
 from training.checkpoint import load_weights
 from training.errors import UserError
@@ -45,25 +44,6 @@ def mobilenet_file() -> Path:
     if not MOBILENET_FILE.is_file():
         pytest.fail(f"the MobileNetV2 ImageNet weights are expected at {MOBILENET_FILE}")
     return MOBILENET_FILE
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "training", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    for text in expected:
-        assert text in errors[0], errors[0]
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
