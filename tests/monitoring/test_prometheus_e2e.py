@@ -149,8 +149,11 @@ def test_slow_service_sets_off_the_latency_alert(stack: Stack) -> None:
     wait_for(lambda: not stack.prometheus.query(alert), 75, "the alert to clear before the test", stack)
     # Requests wait up to one slow forward pass for their batch: keep BentoML from answering 503.
     stack.service.start(simulated_latency_ms=str(SIMULATED_LATENCY_MS), max_latency_ms="20000")
+    slow = SIMULATED_LATENCY_MS / 1000
     with Traffic(stack.service.url, stack.digits, clients=2) as traffic:
         samples = wait_for(lambda: stack.prometheus.query(alert), 60, f"{LATENCY_ALERT} pending", stack)
+        # The 1-minute window still holds fast requests and the restart's counter reset for a while:
+        # p99 settles at the slow latency once they have left it.
+        wait_for(lambda: (stack.prometheus.number(P99) or 0) >= slow, 90, f"p99 >= {slow}s", stack)
     assert {sample["metric"]["alertstate"] for sample in samples} <= {"pending", "firing"}
-    assert stack.prometheus.number(P99) >= SIMULATED_LATENCY_MS / 1000  # type: ignore[operator]
     assert traffic.statuses[("/classify/mnist", 200)] > 0, traffic.statuses
