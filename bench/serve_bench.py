@@ -54,8 +54,11 @@ def mnist_pngs(mnist_dir: Path, count: int) -> list[bytes]:
 
 @contextmanager
 def started_server(port: int) -> Iterator[str]:
-    """`bentoml serve` from the repository root on 127.0.0.1:port until the block ends."""
+    """`bentoml serve` from the repository root on 127.0.0.1:port until the block ends, with the
+    embedded MNIST model imported into the model store first."""
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
+    export = [sys.executable, "-m", "training", "export", "models/mnist"]
+    subprocess.run(export, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     command = [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
         command,
@@ -76,10 +79,11 @@ def started_server(port: int) -> Iterator[str]:
                 pass
             time.sleep(0.5)
         else:
-            raise RuntimeError("bentoml serve did not become ready (is mnist-convnet in the model store?)")
+            raise RuntimeError(f"bentoml serve did not become ready (exit code {process.poll()})")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
 
 
