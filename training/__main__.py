@@ -124,6 +124,7 @@ def finetune(
     workers: Annotated[int, typer.Option(help="data loading processes")] = 2,
     seed: int = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last epoch")] = False,
 ) -> None:
     """Fine-tune an ImageNet backbone on your photos: a new head on frozen features, then the top blocks."""
     from training import finetune as recipe
@@ -155,7 +156,7 @@ def finetune(
         )
     except ValueError as error:
         raise UserError(f"invalid option: {' '.join(str(error).split())}") from None
-    run = recipe.finetune(config, out)
+    run = recipe.finetune(config, out, resume=resume)
     report = run.read_evaluation("test") or run.read_evaluation("val")
     assert report is not None
     typer.echo(format_report(report))

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from training import backbones, history, photo_data
-from training.checkpoint import load_weights, save_weights
+from training.checkpoint import load_weights, read_progress, save_weights
 from training.engine import Batches, MixedPrecision, predict
 from training.errors import UserError
 from training.mnist_task import evaluate_run, resolve_device
@@ -71,8 +71,10 @@ class FinetuneConfig(BaseModel):
     device: str = "auto"
 
 
-def finetune(config: FinetuneConfig, out: Path) -> RunDir:
-    """Train both phases and write the run directory (weights, config, metrics, plots, evaluation)."""
+def finetune(config: FinetuneConfig, out: Path, *, resume: bool = False) -> RunDir:
+    """Train both phases and write the run directory (weights, config, metrics, plots, evaluation).
+
+    With `resume`, an interrupted run continues from its last epoch, in whichever phase it was."""
     data_dir = Path(config.data_dir)
     backbone = backbones.get_backbone(config.arch)
     train_split, val_split = photo_data.find_splits(data_dir, limit=config.limit)
@@ -80,17 +82,16 @@ def finetune(config: FinetuneConfig, out: Path) -> RunDir:
     preprocessing = resize(backbone.preprocessing(config.weights == "imagenet"), config.image_size)
 
     run = RunDir.create(out)
-    run.write_info(
-        RunInfo(
-            task="photo",
-            arch=config.arch,
-            labels=train_split.classes,
-            preprocessing=preprocessing,
-            config=config.model_dump(mode="json"),
-            data_sha256={"train": train_split.sha256(), "val": val_split.sha256()},
-        )
+    info = RunInfo(
+        task="photo",
+        arch=config.arch,
+        labels=train_split.classes,
+        preprocessing=preprocessing,
+        config=config.model_dump(mode="json"),
+        data_sha256={"train": train_split.sha256(), "val": val_split.sha256()},
     )
-    run.metrics.unlink(missing_ok=True)
+    run.begin(info, resume=resume)
+    saved = read_progress(run) if resume else None
 
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -111,13 +112,22 @@ def finetune(config: FinetuneConfig, out: Path) -> RunDir:
 
     loaders = Loaders(config, preprocessing, device)
     val_batches = loaders.eval(val_split)
-    start = time.perf_counter()
-    best = train_head(model, config, loaders, train_split, val_batches, run, precision)
-    logger.info("feature extraction: best validation accuracy %.4f, %.0fs", best, time.perf_counter() - start)
+    head_trained = saved is not None and (
+        saved["phase"] != "features" or saved["epoch"] >= config.feature_epochs
+    )
+    best = saved["best_accuracy"] if head_trained else -1.0
+    if not head_trained:  # a run resumed after phase 1 goes straight on to phase 2
+        start = time.perf_counter()
+        best = train_head(model, config, loaders, train_split, val_batches, run, precision, resume=resume)
+        logger.info(
+            "feature extraction: best validation accuracy %.4f, %.0fs", best, time.perf_counter() - start
+        )
     if config.finetune_epochs > 0:
         start = time.perf_counter()
-        load_weights(model, run.weights)  # fine-tune from the best head
-        best = train_top_blocks(model, config, loaders, train_split, val_batches, run, precision, best)
+        load_weights(model, run.weights)  # fine-tune from the best head (a resumed phase 2 loads its own)
+        best = train_top_blocks(
+            model, config, loaders, train_split, val_batches, run, precision, best, resume=resume
+        )
         logger.info("fine-tuning: best validation accuracy %.4f, %.0fs", best, time.perf_counter() - start)
 
     plot_curves(history.read(run.metrics), run.curves)
@@ -140,6 +150,8 @@ def train_head(
     val_batches: Batches,
     run: RunDir,
     precision: MixedPrecision,
+    *,
+    resume: bool = False,
 ) -> float:
     """Phase 1: only the new head learns; run.weights ends with the whole network's best weights."""
     _, head = backbones.head(model)
@@ -151,7 +163,10 @@ def train_head(
         "features", config.feature_epochs, optimizer, scheduler, label_smoothing=config.label_smoothing
     )
     if config.feature_augment:
-        return fit(model, phase, lambda epoch: loaders.train(train_split, epoch), val_batches, run, precision)
+        return fit(
+            model, phase, lambda epoch: loaders.train(train_split, epoch), val_batches, run, precision,
+            resume=resume,
+        )  # fmt: skip
 
     features = TensorDataset(*extract_features(model, head, loaders.eval(train_split), precision))
     val_features = TensorDataset(*extract_features(model, head, val_batches, precision))
@@ -167,6 +182,7 @@ def train_head(
         DataLoader(val_features, batch_size=1024),
         run,
         precision,
+        resume=resume,
     )
     load_weights(head, run.weights)  # fit kept the best head alone: store the whole network instead
     save_weights(model, run.weights)
@@ -182,6 +198,8 @@ def train_top_blocks(
     run: RunDir,
     precision: MixedPrecision,
     best_accuracy: float,
+    *,
+    resume: bool = False,
 ) -> float:
     """Phase 2: the head and the top `config.unfreeze` blocks learn, the blocks at `backbone_lr`."""
     _, head = backbones.head(model)
@@ -203,6 +221,7 @@ def train_top_blocks(
         val_batches,
         run,
         precision,
+        resume=resume,
         best_accuracy=best_accuracy,
     )
 
@@ -289,12 +308,16 @@ class Loaders:
         self.train_transform = config.augment.transform(preprocessing)
 
     def train(self, split: ImageSplit, epoch: int) -> DataLoader:
+        seed = self.config.seed * 1000 + epoch
+        # Dropout, and the augmentation when no worker process runs it, draw from the global
+        # generator: seeding it per epoch makes an epoch the same whether the run was resumed or not.
+        torch.manual_seed(seed)
         return photo_data.batches(
             split.dataset(self.train_transform),
             self.config.batch_size,
             workers=self.config.workers,
             device=self.device,
-            seed=self.config.seed * 1000 + epoch,
+            seed=seed,
         )
 
     def eval(self, split: ImageSplit) -> DataLoader:

@@ -103,11 +103,7 @@ def train(config: MnistConfig, out: Path, *, resume: bool = False) -> RunDir:
         config=config.model_dump(mode="json"),
         data_sha256=data_sha256(data_dir),
     )
-    if resume and run.info_file.is_file() and run.read_info().config != info.config:
-        raise UserError(f"cannot resume {out}: it was started with a different configuration")
-    run.write_info(info)
-    if not resume:
-        run.metrics.unlink(missing_ok=True)
+    run.begin(info, resume=resume)
 
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)

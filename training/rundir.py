@@ -78,6 +78,14 @@ class RunDir:
                 raise UserError(f"{path} is not a run directory: {required.name} is missing")
         return run
 
+    def begin(self, info: RunInfo, *, resume: bool) -> None:
+        """Write config.json for a new run, or check that a resumed run keeps its configuration."""
+        if resume and self.info_file.is_file() and self.read_info().config != info.config:
+            raise UserError(f"cannot resume {self.path}: it was started with a different configuration")
+        self.write_info(info)
+        if not resume:
+            self.metrics.unlink(missing_ok=True)
+
     def write_info(self, info: RunInfo) -> None:
         self.info_file.write_text(info.model_dump_json(indent=2) + "\n")
 

@@ -19,7 +19,7 @@ from torchvision.models import get_model_weights
 
 from tests.conftest import HYMENOPTERA_DIR, WEIGHTS_DIR
 from tests.support.cli import assert_one_line_error, run_cli
-from training import backbones, finetune
+from training import backbones, finetune, history, trainer
 from training.checkpoint import load_weights
 from training.errors import UserError
 from training.export import export_run, load_exported
@@ -359,3 +359,45 @@ def test_timm_backbones_when_installed() -> None:
     assert backbones.get_backbone("timm/inception_resnet_v2").preprocessing(True).input_size == (299, 299)
     with torch.no_grad():
         assert model(torch.rand(1, 3, 96, 96)).shape == (1, 2)
+
+
+# Resume ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interrupted_call", [2, 3], ids=["in feature extraction", "in fine-tuning"])
+def test_an_interrupted_run_resumes_as_if_never_stopped(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupted_call: int
+) -> None:
+    config = finetune.FinetuneConfig(
+        arch="resnet18", weights="none", data_dir=str(photos), image_size=64, limit=4, batch_size=4,
+        feature_epochs=2, finetune_epochs=2, unfreeze=1, workers=0,
+    )  # fmt: skip
+    straight = finetune.finetune(config, tmp_path / "straight")
+
+    # Stop at the validation of the given epoch (the 2nd is phase 1's last, the 3rd phase 2's first).
+    real_evaluate, calls = trainer.evaluate, []
+
+    def interrupted_evaluate(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == interrupted_call:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", interrupted_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune(config, tmp_path / "resumed")
+    monkeypatch.setattr(trainer, "evaluate", real_evaluate)
+    resumed = finetune.finetune(config, tmp_path / "resumed", resume=True)
+
+    def logits(run: RunDir) -> torch.Tensor:
+        model = create_model("resnet18", 2).eval()
+        load_weights(model, run.weights)
+        return model(torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64))
+
+    torch.testing.assert_close(logits(resumed), logits(straight))
+    assert epochs(resumed) == epochs(straight)
+
+
+def epochs(run: RunDir) -> list[tuple[str, int, float]]:
+    """Phase, epoch and validation accuracy of every metrics.csv row (times differ between runs)."""
+    return [(row.phase, row.epoch, row.val_accuracy) for row in history.read(run.metrics)]
