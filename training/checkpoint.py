@@ -37,6 +37,10 @@ def save_training_state(
     for index, state in optimizer_state["state"].items():
         for key, value in state.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).contiguous().cpu()
+    # Dropout and in-process augmentation draw from the global generators: keep their state too.
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     save_file(tensors, str(run.last_weights))
     state = {
         "progress": progress,
@@ -75,4 +79,16 @@ def load_training_state(
     optimizer.load_state_dict({"state": optimizer_state, "param_groups": state["optimizer_param_groups"]})
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(tensors)
     return state["progress"]
+
+
+def restore_rng_state(run: RunDir) -> None:
+    """Put the global random generators back as they were when the last state was saved."""
+    _set_rng_state(load_file(str(run.last_weights)))
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])

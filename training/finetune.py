@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from training import backbones, history, photo_data
-from training.checkpoint import load_weights, read_progress, save_weights
+from training.checkpoint import load_weights, read_progress, restore_rng_state, save_weights
 from training.engine import Batches, MixedPrecision, predict
 from training.errors import UserError
 from training.mnist_task import evaluate_run, resolve_device
@@ -116,7 +116,9 @@ def finetune(config: FinetuneConfig, out: Path, *, resume: bool = False) -> RunD
         saved["phase"] != "features" or saved["epoch"] >= config.feature_epochs
     )
     best = saved["best_accuracy"] if head_trained else -1.0
-    if not head_trained:  # a run resumed after phase 1 goes straight on to phase 2
+    if head_trained:  # a run resumed after phase 1 goes straight on to phase 2, RNG as it was then
+        restore_rng_state(run)
+    else:
         start = time.perf_counter()
         best = train_head(model, config, loaders, train_split, val_batches, run, precision, resume=resume)
         logger.info(
@@ -308,16 +310,12 @@ class Loaders:
         self.train_transform = config.augment.transform(preprocessing)
 
     def train(self, split: ImageSplit, epoch: int) -> DataLoader:
-        seed = self.config.seed * 1000 + epoch
-        # Dropout, and the augmentation when no worker process runs it, draw from the global
-        # generator: seeding it per epoch makes an epoch the same whether the run was resumed or not.
-        torch.manual_seed(seed)
         return photo_data.batches(
             split.dataset(self.train_transform),
             self.config.batch_size,
             workers=self.config.workers,
             device=self.device,
-            seed=seed,
+            seed=self.config.seed * 1000 + epoch,
         )
 
     def eval(self, split: ImageSplit) -> DataLoader:
