@@ -24,6 +24,11 @@ SUMMARY_INPUTS = {"mnist": ("mnist_cnn", (1, 28, 28))}
 TRAINABLE = ("mnist",)
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "convnet-serve"
 
+# Options shared by the commands that train or evaluate.
+Seed = Annotated[int, typer.Option(help="random seed: the same seed gives the same run")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+Resume = Annotated[bool, typer.Option(help="continue the run in --out from its last epoch")]
+
 
 @app.command()
 def summary(model: Annotated[str, typer.Argument(help="mnist")]) -> None:
@@ -55,9 +60,9 @@ def train(
     rotation: Annotated[float, typer.Option(help="max rotation, degrees")] = 10.0,
     shift: Annotated[float, typer.Option(help="max shift, fraction of the side")] = 0.1,
     zoom: Annotated[float, typer.Option(help="max zoom in or out, fraction")] = 0.1,
-    seed: int = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last epoch")] = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    resume: Resume = False,
 ) -> None:
     """Train a model and write its run directory (weights, config, metrics, plots, test evaluation)."""
     from training import mnist, mnist_task
@@ -122,9 +127,9 @@ def finetune(
     hflip: Annotated[float, typer.Option(help="probability of a horizontal flip")] = 0.5,
     jitter: Annotated[float, typer.Option(help="brightness, contrast and saturation jitter")] = 0.2,
     workers: Annotated[int, typer.Option(help="data loading processes")] = 2,
-    seed: int = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last epoch")] = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    resume: Resume = False,
 ) -> None:
     """Fine-tune an ImageNet backbone on your photos: a new head on frozen features, then the top blocks."""
     from training import finetune as recipe
@@ -181,10 +186,12 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by train")],
     data_dir: Annotated[Path, typer.Option(help="the data the run was trained on")],
     split: Annotated[str, typer.Option(help="test, val or train (photos: the DIR/<split>/ folder)")] = "test",
-    device: str = "auto",
+    device: Device = "auto",
 ) -> None:
     """Print accuracy and per-class precision/recall; write them to RUN_DIR/evaluation-SPLIT.json."""
     from training import finetune, mnist_task
+    from training.engine import resolve_device
+    from training.evaluation import evaluate_run
     from training.report import format_report
     from training.rundir import RunDir
 
@@ -192,12 +199,12 @@ def evaluate(
         raise UserError(f"unknown split {split!r}; choose test, val or train")
     run = RunDir.open(run_dir)
     info = run.read_info()
-    resolved = mnist_task.resolve_device(device)
+    resolved = resolve_device(device)
     if info.task == "photo":
         batches = finetune.evaluation_batches(info, data_dir, split, resolved)
     else:
         batches = mnist_task.evaluation_batches(info, data_dir, split)
-    report = mnist_task.evaluate_run(run, batches, split, resolved)
+    report = evaluate_run(run, batches, split, resolved, plot=split == "test")
     typer.echo(format_report(report))
     typer.echo(f"written: {run.evaluation(split)}")
 

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from training.errors import UserError
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -21,6 +23,18 @@ class EpochResult:
     accuracy: float
     images: int
     seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU; a UserError for an unusable name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
 
 
 class MixedPrecision:

@@ -26,11 +26,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from training import backbones, history, photo_data
 from training.checkpoint import load_weights, read_progress, restore_rng_state, save_weights
-from training.engine import Batches, MixedPrecision, predict
+from training.engine import Batches, MixedPrecision, predict, resolve_device
 from training.errors import UserError
-from training.mnist_task import evaluate_run, resolve_device
+from training.evaluation import evaluate_run
 from training.photo_data import ImageSplit, PhotoAugment
-from training.plots import plot_confusion_matrix, plot_curves
+from training.plots import plot_curves
 from training.preprocessing import Preprocessing
 from training.rundir import RunDir, RunInfo
 from training.trainer import Phase, fit
@@ -137,10 +137,7 @@ def finetune(config: FinetuneConfig, out: Path, *, resume: bool = False) -> RunD
     split_batches = (
         val_batches if split == "val" else evaluation_batches(run.read_info(), data_dir, split, device)
     )
-    report = evaluate_run(run, split_batches, split, device)
-    if split != "test":  # evaluate_run draws the confusion matrix of a test set only
-        title = f"{config.arch} on the {split} set: accuracy {report['accuracy']:.2%}"
-        plot_confusion_matrix(report["confusion_matrix"], train_split.classes, run.confusion_matrix, title)
+    evaluate_run(run, split_batches, split, device, plot=True)
     return run
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -13,14 +12,12 @@ from pydantic import BaseModel, Field
 
 from training import history
 from training.augment import AffineAugment
-from training.checkpoint import load_weights
-from training.engine import Batches, MixedPrecision, predict
-from training.errors import UserError
+from training.engine import Batches, MixedPrecision, resolve_device
+from training.evaluation import evaluate_run
 from training.mnist import LABELS, MnistSplit, data_sha256, load_split, split_train_val
 from training.models import create_model
-from training.plots import plot_confusion_matrix, plot_curves
+from training.plots import plot_curves
 from training.preprocessing import MNIST_PREPROCESSING
-from training.report import classification_report
 from training.rundir import RunDir, RunInfo
 from training.trainer import Phase, fit
 
@@ -76,17 +73,6 @@ class MnistBatches:
             yield self.normalize(images), self.split.labels[index]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
-
-
 def train(config: MnistConfig, out: Path, *, resume: bool = False) -> RunDir:
     data_dir = Path(config.data_dir)
     train_split, val_split = split_train_val(load_split(data_dir, "train"), config.val_size, config.seed)
@@ -131,7 +117,7 @@ def train(config: MnistConfig, out: Path, *, resume: bool = False) -> RunDir:
         resume=resume,
     )
     plot_curves(history.read(run.metrics), run.curves)
-    evaluate_run(run, MnistBatches(test_split, 1000), "test", device)
+    evaluate_run(run, MnistBatches(test_split, 1000), "test", device, plot=True)
     return run
 
 
@@ -143,18 +129,3 @@ def evaluation_batches(info: RunInfo, data_dir: Path, split: str) -> Batches:
         load_split(data_dir, "train"), info.config["val_size"], info.config["seed"]
     )
     return MnistBatches(val_split if split == "val" else train_split, 1000)
-
-
-def evaluate_run(run: RunDir, batches: Batches, split: str, device: torch.device) -> dict:
-    """Evaluate the run's best weights on `batches`; write evaluation-<split>.json (and the test
-    confusion matrix)."""
-    info = run.read_info()
-    model = create_model(info.arch, len(info.labels))
-    load_weights(model, run.weights)
-    logits, targets = predict(model.to(device), batches, MixedPrecision(device), description=f"{split}")
-    report = classification_report(logits, targets, info.labels)
-    run.evaluation(split).write_text(json.dumps(report, indent=2) + "\n")
-    if split == "test":
-        title = f"{info.arch} on the {split} set: accuracy {report['accuracy']:.2%}"
-        plot_confusion_matrix(report["confusion_matrix"], info.labels, run.confusion_matrix, title)
-    return report

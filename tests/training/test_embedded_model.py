@@ -3,9 +3,11 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 from training import mnist_task
+from training.evaluation import evaluate_run
 from training.mnist import data_sha256
 from training.models import create_model
 from training.rundir import RunDir
@@ -42,7 +44,7 @@ def test_embedded_model_scores_its_recorded_accuracy_on_the_real_test_set(
     for name in ("config.json", "model.safetensors"):
         (copy.path / name).write_bytes((EMBEDDED / name).read_bytes())
     batches = mnist_task.evaluation_batches(copy.read_info(), mnist_dir, "test")
-    report = mnist_task.evaluate_run(copy, batches, "test", mnist_task.resolve_device("cpu"))
+    report = evaluate_run(copy, batches, "test", torch.device("cpu"))
     assert report["images"] == 10_000
     assert report["accuracy"] >= 0.993
     assert report["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-4)
