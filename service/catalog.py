@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import bentoml
 from bentoml.models import BentoModel
 
+from exported import ModelCard
 from service.schemas import ModelInfo
 from service.settings import ModelKey, ServiceSettings
-from training.export import ModelCard
 
 
 class ModelMissing(LookupError):

@@ -18,11 +18,11 @@ from bentoml.validators import TensorSchema
 from pydantic import BaseModel, Field
 from torch import nn
 
+from exported import load_model
 from service import metrics
 from service.catalog import Entry, build_catalog
 from service.pipeline import forward
 from service.settings import ModelKey, ServiceSettings
-from training.export import load_exported
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ConvNetModels:
 
     def _load(self, entry: Entry) -> nn.Module:
         """Load the network, then warm it up (batch of 1 and a full batch) before serving."""
-        model = load_exported(str(entry.tag), self.device).model
+        model = load_model(str(entry.tag), self.device).model
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         spec = entry.card.preprocessing

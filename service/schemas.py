@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from training.preprocessing import Preprocessing
+from exported import Preprocessing
 
 
 class Prediction(BaseModel):

@@ -1,8 +1,8 @@
 """ImageNet backbones for transfer learning: torchvision's classification models, and timm's when installed.
 
-Each backbone is registered in `training.models` under its own name, as the fine-tuned network: the
-ImageNet architecture with its classification head replaced by one for `num_classes`. So
-`create_model(arch, num_classes)` rebuilds exactly what `finetune` trained, without any weights.
+Each backbone is known by the name under which the exported-model contract rebuilds the fine-tuned
+network (`exported.create_model(arch, num_classes)`): the ImageNet architecture with its
+classification head replaced by one for `num_classes`.
 """
 
 from __future__ import annotations
@@ -11,29 +11,25 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 import torchvision
 from torch import Tensor, nn
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import get_model_weights
 from torchvision.models.vision_transformer import Encoder
 
+from exported.architectures import (
+    TIMM_PREFIX,
+    drop_auxiliary_heads,
+    head,
+    imagenet_network,
+    replace_head,
+)
+from exported.preprocessing import Preprocessing
 from training.errors import UserError
-from training.models import register_model
-from training.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_CLASSES = 1000
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Built with the options their ImageNet weights need: the weights expect the input remapped from
-# ImageNet normalisation to [-1, 1] inside the network, as torchvision's own builders do with weights.
-TORCHVISION_OPTIONS: dict[str, dict[str, Any]] = {
-    "inception_v3": {"transform_input": True, "init_weights": True},
-    "googlenet": {"transform_input": True, "init_weights": True},
-}
 # SqueezeNet's classifier is a 1x1 convolution followed by ReLU and pooling, not a layer on pooled
 # features, so the feature-extraction recipe does not apply to it.
 TORCHVISION_EXCLUDED = ("squeezenet1_0", "squeezenet1_1")
@@ -78,24 +74,9 @@ def build(backbone: Backbone, num_classes: int, state_dict: dict[str, Tensor] | 
         except RuntimeError as error:  # missing, unexpected or mis-shaped tensors: another architecture
             message = " ".join(str(error).split())
             raise UserError(f"the weights do not fit {backbone.name}: {message[:300]}") from None
-    if getattr(model, "aux_logits", False):
-        model.aux_logits = False
-        for aux in ("AuxLogits", "aux1", "aux2"):
-            if hasattr(model, aux):
-                setattr(model, aux, None)
-    path, old = head(model)
-    parent_path, _, attribute = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, attribute, nn.Linear(old.in_features, num_classes))
+    drop_auxiliary_heads(model)
+    replace_head(model, num_classes)
     return model
-
-
-def head(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The classification head: the last linear layer (fc, classifier[-1], heads.head, head...)."""
-    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(model).__name__} has no linear classification head")
-    return linears[-1]
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -147,19 +128,17 @@ def _torchvision_state_dict(name: str) -> dict[str, Tensor]:
 
 def _register(backbone: Backbone) -> None:
     BACKBONES[backbone.name] = backbone
-    register_model(backbone.name)(partial(build, backbone))
 
 
 def _register_torchvision() -> None:
     for name in torchvision.models.list_models(module=torchvision.models):
         if name in TORCHVISION_EXCLUDED:
             continue
-        options = TORCHVISION_OPTIONS.get(name, {})
         _register(
             Backbone(
                 name=name,
                 source="torchvision",
-                network=partial(get_model, name, weights=None, num_classes=IMAGENET_CLASSES, **options),
+                network=partial(imagenet_network, name),
                 imagenet_state_dict=partial(_torchvision_state_dict, name),
                 preprocessing=partial(_torchvision_preprocessing, name),
                 weights_name=str(get_model_weights(name).DEFAULT),
@@ -191,9 +170,9 @@ def _register_timm() -> None:
     for name in TIMM_MODELS:
         _register(
             Backbone(
-                name=f"timm/{name}",
+                name=f"{TIMM_PREFIX}{name}",
                 source="timm",
-                network=partial(timm.create_model, name, pretrained=False, num_classes=IMAGENET_CLASSES),
+                network=partial(imagenet_network, f"{TIMM_PREFIX}{name}"),
                 imagenet_state_dict=partial(state_dict, name),
                 preprocessing=partial(preprocessing, name),
                 weights_name=f"timm {name} (pretrained)",

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from exported.preprocessing import Preprocessing
 from training import backbones, history, photo_data
 from training.checkpoint import load_weights, read_progress, restore_rng_state, save_weights
 from training.engine import Batches, MixedPrecision, predict, resolve_device
@@ -31,7 +32,6 @@ from training.errors import UserError
 from training.evaluation import evaluate_run
 from training.photo_data import ImageSplit, PhotoAugment
 from training.plots import plot_curves
-from training.preprocessing import Preprocessing
 from training.rundir import RunDir, RunInfo
 from training.trainer import Phase, fit
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, Field
 
+from exported.preprocessing import MNIST_PREPROCESSING
 from training import history
 from training.augment import AffineAugment
 from training.engine import Batches, MixedPrecision, resolve_device
@@ -17,7 +18,6 @@ from training.evaluation import evaluate_run
 from training.mnist import LABELS, MnistSplit, data_sha256, load_split, split_train_val
 from training.models import create_model
 from training.plots import plot_curves
-from training.preprocessing import MNIST_PREPROCESSING
 from training.rundir import RunDir, RunInfo
 from training.trainer import Phase, fit
 

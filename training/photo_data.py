@@ -18,8 +18,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from exported.preprocessing import ConvertMode, Preprocessing
 from training.errors import UserError
-from training.preprocessing import ConvertMode, Preprocessing
 
 logger = logging.getLogger(__name__)
 

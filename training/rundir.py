@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from exported.preprocessing import Preprocessing
 from training.errors import UserError
-from training.preprocessing import Preprocessing
 
 
 class RunInfo(BaseModel):

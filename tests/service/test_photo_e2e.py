@@ -20,11 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
+from exported import ExportedModel, load_model
+from exported.preprocessing import Preprocessing
 from tests.conftest import HYMENOPTERA_DIR, WEIGHTS_DIR
 from tests.support.server import Server, mnist_run
-from training.export import ExportedModel, export_run, load_exported
+from training.export import export_run
 from training.finetune import FinetuneConfig, finetune
-from training.preprocessing import Preprocessing
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +59,7 @@ def photo_tag(photo_run: Path) -> str:
 
 @pytest.fixture(scope="module")
 def exported(photo_tag: str) -> ExportedModel:
-    return load_exported(photo_tag)
+    return load_model(photo_tag)
 
 
 @pytest.fixture(scope="module")

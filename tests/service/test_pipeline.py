@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from exported.preprocessing import MNIST_PREPROCESSING
 from service.errors import InvalidBase64, NoImages, NotAnImage, TooManyImages
 from service.pipeline import forward, prepare, read_base64, to_classification
 from service.settings import ServiceSettings, available_cores
 from tests.service import images
-from training.preprocessing import MNIST_PREPROCESSING
 
 
 @pytest.fixture(scope="module")

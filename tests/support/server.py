@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 from safetensors.torch import save_file
 
-from training.models import create_model
-from training.preprocessing import MNIST_PREPROCESSING, Preprocessing
+from exported import create_model
+from exported.preprocessing import MNIST_PREPROCESSING, Preprocessing
 from training.rundir import RunDir, RunInfo
 
 REPO = Path(__file__).resolve().parents[2]

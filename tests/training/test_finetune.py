@@ -17,12 +17,13 @@ from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import get_model_weights
 
+from exported import load_model
 from tests.conftest import HYMENOPTERA_DIR, WEIGHTS_DIR
 from tests.support.cli import assert_one_line_error, run_cli
 from training import backbones, finetune, history, trainer
 from training.checkpoint import load_weights
 from training.errors import UserError
-from training.export import export_run, load_exported
+from training.export import export_run
 from training.models import create_model, list_models
 from training.photo_data import PhotoAugment, find_split, find_splits
 from training.rundir import RunDir
@@ -144,7 +145,7 @@ def test_preprocessing_comes_from_the_weights() -> None:
     assert (default.input_size, default.resize_size, default.mean) == (
         (224, 224),
         232,
-        backbones.IMAGENET_MEAN,
+        (0.485, 0.456, 0.406),  # ImageNet mean
     )
     assert mobilenet.preprocessing(False).resize_size == 256  # a local file: the classic 256/224
     inception = backbones.get_backbone("inception_v3").preprocessing(False)
@@ -259,8 +260,8 @@ def test_phases_train_only_what_they_unfreeze(mobilenet_run: RunDir, mobilenet_f
 
 
 def test_exported_photo_model_gives_the_run_logits(mobilenet_run: RunDir, photos: Path) -> None:
-    exported = load_exported(str(export_run(mobilenet_run.path)))
-    assert exported.tag.startswith("photo-classifier:")
+    exported = load_model(str(export_run(mobilenet_run.path)))
+    assert str(exported.tag).startswith("photo-classifier:")
     assert exported.card.preprocessing == mobilenet_run.read_info().preprocessing
     model = create_model("mobilenet_v2", 2).eval()
     load_weights(model, mobilenet_run.weights)

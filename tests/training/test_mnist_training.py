@@ -9,12 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from exported import load_model
 from training import history, mnist_task, trainer
 from training.__main__ import app
 from training.augment import AffineAugment
 from training.checkpoint import load_weights, save_weights
 from training.engine import MixedPrecision
-from training.export import export_run, load_exported
+from training.export import export_run
 from training.mnist import load_split
 from training.models import create_model
 from training.rundir import RunDir
@@ -122,7 +123,7 @@ def test_evaluate_command_on_the_validation_slice(quick_run: RunDir, mnist_dir: 
 def test_export_then_load_gives_identical_logits(quick_run: RunDir, mnist_dir: Path) -> None:
     tag = export_run(quick_run.path)
     assert tag.name == "mnist-convnet"
-    exported = load_exported(str(tag))
+    exported = load_model(str(tag))
     card = exported.card
     assert card.labels == [str(d) for d in range(10)]
     assert card.preprocessing.input_size == (28, 28) and card.preprocessing.channels == 1

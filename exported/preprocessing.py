@@ -1,4 +1,4 @@
-"""Eval-time preprocessing, recorded with each model at export and rebuilt from there by the service."""
+"""Eval-time preprocessing: recorded with each model at export, rebuilt from it for evaluation and serving."""
 
 from __future__ import annotations
 

@@ -1,0 +1,104 @@
+"""Networks by architecture name, built on demand: the MNIST ConvNet, torchvision's and timm's classifiers.
+
+`create_model(arch, num_classes)` rebuilds, without weights, exactly the network a recipe trained:
+an ImageNet architecture has its classification head replaced by one for `num_classes`. Nothing is
+registered at import; torchvision and timm are imported only for the names that need them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+MNIST_CNN = "mnist_cnn"
+TIMM_PREFIX = "timm/"
+IMAGENET_CLASSES = 1000
+
+# Built with the options their ImageNet weights need: the weights expect the input remapped from
+# ImageNet normalisation to [-1, 1] inside the network, as torchvision's own builders do with weights.
+TORCHVISION_OPTIONS: dict[str, dict[str, Any]] = {
+    "inception_v3": {"transform_input": True, "init_weights": True},
+    "googlenet": {"transform_input": True, "init_weights": True},
+}
+
+
+class MnistConvNet(nn.Sequential):
+    """The classic Keras-book MNIST ConvNet: three 3x3 convolutions, two pools, two dense layers.
+
+    The final softmax is left to the loss (training) and to the service (inference): the
+    module returns logits, which is the numerically stable form of the same network.
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3),
+            nn.ReLU(inplace=True),
+            # Keras flattens channels-last (H, W, C); the order does not change the network.
+            nn.Flatten(),
+            nn.Linear(3 * 3 * 64, 64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, num_classes),
+        )
+
+
+def create_model(arch: str, num_classes: int) -> nn.Module:
+    """An untrained `arch` with `num_classes` outputs; a LookupError names an unknown arch."""
+    if arch == MNIST_CNN:
+        return MnistConvNet(num_classes)
+    model = imagenet_network(arch)
+    drop_auxiliary_heads(model)
+    replace_head(model, num_classes)
+    return model
+
+
+def imagenet_network(arch: str) -> nn.Module:
+    """The untrained 1000-class ImageNet network: torchvision's by name, or timm's as `timm/<name>`."""
+    if arch.startswith(TIMM_PREFIX):
+        import timm
+
+        name = arch.removeprefix(TIMM_PREFIX)
+        if not timm.is_model(name):
+            raise LookupError(f"unknown timm architecture {name!r}")
+        return timm.create_model(name, pretrained=False, num_classes=IMAGENET_CLASSES)
+    import torchvision
+
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise LookupError(
+            f"unknown architecture {arch!r}: expected {MNIST_CNN!r}, a torchvision classification model "
+            f"or {TIMM_PREFIX}<timm model>"
+        )
+    options = TORCHVISION_OPTIONS.get(arch, {})
+    return torchvision.models.get_model(arch, weights=None, num_classes=IMAGENET_CLASSES, **options)
+
+
+def drop_auxiliary_heads(model: nn.Module) -> None:
+    """Inception v3 and GoogLeNet's auxiliary heads only help training from scratch; the shared
+    training loop and the service expect one tensor of logits."""
+    if getattr(model, "aux_logits", False):
+        model.aux_logits = False
+        for aux in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(model, aux):
+                setattr(model, aux, None)
+
+
+def head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The classification head: the last linear layer (fc, classifier[-1], heads.head, head...)."""
+    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no linear classification head")
+    return linears[-1]
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """Swap the head for a new linear layer with `num_classes` outputs, in place."""
+    path, old = head(model)
+    parent_path, _, attribute = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, attribute, nn.Linear(old.in_features, num_classes))
