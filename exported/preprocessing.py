@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, model_validator
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2 as T
 
 
 class Preprocessing(BaseModel):
@@ -16,6 +15,9 @@ class Preprocessing(BaseModel):
 
     With `resize_size` set, the shorter side is resized to it and the centre `input_size` crop is
     kept (the ImageNet recipe); without it, the image is resized straight to `input_size` (MNIST).
+
+    The transforms are built by `exported.transforms`, imported only when one is asked for: reading a
+    model card (as the server's parent process does) needs neither torch nor torchvision.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -38,42 +40,21 @@ class Preprocessing(BaseModel):
         return "L" if self.channels == 1 else "RGB"
 
     def normalize(self) -> T.Normalize:
-        return T.Normalize(self.mean, self.std)
+        from exported import transforms
+
+        return transforms.normalize(self)
 
     def geometry(self) -> list[T.Transform]:
         """Resize (and crop) steps, shared by the eval transform and the training presets."""
-        interpolation = InterpolationMode(self.interpolation)
-        if self.resize_size is None:
-            return [T.Resize(list(self.input_size), interpolation=interpolation, antialias=True)]
-        return [
-            T.Resize(self.resize_size, interpolation=interpolation, antialias=True),
-            T.CenterCrop(list(self.input_size)),
-        ]
+        from exported import transforms
+
+        return transforms.geometry(self)
 
     def eval_transform(self) -> T.Compose:
         """PIL image in any mode -> normalised float tensor of shape (C, H, W)."""
-        return T.Compose(
-            [
-                ConvertMode(self.pil_mode),
-                T.ToImage(),
-                *self.geometry(),
-                T.ToDtype(torch.float32, scale=True),
-                self.normalize(),
-            ]
-        )
+        from exported import transforms
 
-
-class ConvertMode:
-    """Convert a PIL image to the model's colour mode ('L' or 'RGB')."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        return image if image.mode == self.mode else image.convert(self.mode)
-
-    def __repr__(self) -> str:
-        return f"ConvertMode({self.mode!r})"
+        return transforms.eval_transform(self)
 
 
 MNIST_PREPROCESSING = Preprocessing(input_size=(28, 28), channels=1, mean=(0.1307,), std=(0.3081,))

@@ -1,42 +1,38 @@
-"""Save an exported model into the BentoML model store, find it and load it back as a network."""
+"""Save an exported model into the BentoML model store and find it again (no torch needed)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bentoml
-import torch
 from bentoml.exceptions import NotFound
-from safetensors.torch import load_file
-from torch import nn
 
-from exported.architectures import create_model
 from exported.card import ModelCard
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"  # optional: the same network for ONNX Runtime (`exported.onnx`)
 
 
-@dataclass(frozen=True)
-class ExportedModel:
-    tag: bentoml.Tag
-    card: ModelCard
-    model: nn.Module
+def save_model(name: str, weights: Path, card: ModelCard, *, onnx: Path | None = None) -> bentoml.Tag:
+    """Store `weights` (and the `onnx` graph made from them) with `card` as `name:<weights sha256 prefix>`.
 
-
-def save_model(name: str, weights: Path, card: ModelCard) -> bentoml.Tag:
-    """Store `weights` with `card` as `name:<weights sha256 prefix>`; saving the same weights is a no-op."""
+    Saving the same weights again is a no-op, unless it adds the ONNX graph that the stored copy lacks.
+    """
     tag = bentoml.Tag(name, file_sha256(weights)[:16])
     try:
-        return bentoml.models.get(tag).tag
+        stored = bentoml.models.get(tag)
     except NotFound:
         pass
+    else:
+        if onnx is None or Path(stored.path_of(ONNX_FILE)).is_file():
+            return stored.tag
+        bentoml.models.delete(tag)  # the same weights, saved again with their ONNX graph
     with bentoml.models.create(
         tag,
         module=__name__,
@@ -44,7 +40,9 @@ def save_model(name: str, weights: Path, card: ModelCard) -> bentoml.Tag:
         metadata=_without_none(card.model_dump(mode="json")),
     ) as model_ref:
         shutil.copyfile(weights, model_ref.path_of(WEIGHTS_FILE))
-    logger.info("saved %s as %s", weights, model_ref.tag)
+        if onnx is not None:
+            shutil.copyfile(onnx, model_ref.path_of(ONNX_FILE))
+    logger.info("saved %s as %s%s", weights, model_ref.tag, " with its ONNX graph" if onnx else "")
     return model_ref.tag
 
 
@@ -55,18 +53,6 @@ def find_model(tag: str) -> tuple[bentoml.Tag, ModelCard] | None:
     except NotFound:
         return None
     return model_ref.tag, ModelCard.model_validate(model_ref.info.metadata)
-
-
-def load_model(tag: str, device: torch.device | str = "cpu") -> ExportedModel:
-    """Rebuild the network of the stored model `tag` and load its weights, in eval mode."""
-    try:
-        model_ref = bentoml.models.get(tag)
-    except NotFound:
-        raise LookupError(f"model {tag!r} is not in the BentoML model store") from None
-    card = ModelCard.model_validate(model_ref.info.metadata)
-    model = create_model(card.arch, len(card.labels))
-    model.load_state_dict(load_file(model_ref.path_of(WEIGHTS_FILE), device=str(device)))
-    return ExportedModel(tag=model_ref.tag, card=card, model=model.to(device).eval())
 
 
 def file_sha256(path: Path) -> str:

@@ -1,4 +1,8 @@
-"""Which models the service serves: their store references and exported metadata."""
+"""Which models this service serves: the model table resolved once against the BentoML model store.
+
+Read at import, in every process (`bentoml serve`'s parent too), so it needs neither torch nor the
+weights: only the cards.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,16 @@ from bentoml.models import BentoModel
 
 from exported import ModelCard
 from service.schemas import ModelInfo
-from service.settings import ModelKey, ServiceSettings
+from service.settings import ServiceSettings
 
 
 class ModelMissing(LookupError):
-    """The required MNIST model is not in the BentoML model store."""
+    """A required model is not in the BentoML model store."""
 
 
 @dataclass(frozen=True)
-class Entry:
-    key: ModelKey
+class CatalogEntry:
+    name: str  # the route name: /classify/<name>
     ref: BentoModel
     card: ModelCard
 
@@ -29,7 +33,7 @@ class Entry:
 
     def info(self) -> ModelInfo:
         return ModelInfo(
-            model=self.key,
+            model=self.name,
             name=self.tag.name,
             version=self.tag.version or "",
             tag=str(self.tag),
@@ -41,23 +45,24 @@ class Entry:
         )
 
 
-def build_catalog(settings: ServiceSettings) -> dict[ModelKey, Entry]:
-    """MNIST is required; the photo model is served only when it is in the store.
+def build_catalog(settings: ServiceSettings) -> dict[str, CatalogEntry]:
+    """The table's models that are in the store; a missing required one stops the start.
 
-    `latest` is resolved here, once, so the front and the model service agree on the version.
-    Looking models up at import time keeps BentoML from trying to pull a missing one from the cloud.
+    `latest` is resolved here, once, so every worker serves the same version. `BentoModel(tag).stored`
+    only looks in the local store (a class-level reference to a missing model would make BentoML try
+    to pull it from the cloud).
     """
-    catalog: dict[ModelKey, Entry] = {}
-    for key, tag in (("mnist", settings.mnist_model), ("photo", settings.photo_model)):
-        stored = BentoModel(tag).stored
+    catalog: dict[str, CatalogEntry] = {}
+    for name, served in settings.models.items():
+        stored = BentoModel(served.tag).stored
         if stored is None:
-            if key == "mnist":
+            if served.required:
                 raise ModelMissing(
-                    f"model {tag!r} is not in the BentoML model store "
+                    f"model {served.tag!r} ({name}) is not in the BentoML model store "
                     f"(BENTOML_HOME={os.environ.get('BENTOML_HOME', '~/bentoml')}); "
                     "import the embedded one with `python -m training export models/mnist`"
                 )
             continue
         card = ModelCard.model_validate(stored.info.metadata)
-        catalog[key] = Entry(key=key, ref=BentoModel(stored.tag), card=card)
+        catalog[name] = CatalogEntry(name=name, ref=BentoModel(stored.tag), card=card)
     return catalog

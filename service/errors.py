@@ -86,3 +86,8 @@ class ModelNotLoaded(InputRejected):
 class Overloaded(InputRejected):
     error_code = HTTPStatus.SERVICE_UNAVAILABLE
     reason = "overloaded"
+
+
+class UnknownModel(InputRejected):
+    error_code = HTTPStatus.NOT_FOUND
+    reason = "unknown_model"

@@ -1,51 +1,40 @@
-"""The public BentoML service (`bentoml serve` from the repository root starts it).
+"""The BentoML service (`bentoml serve` from the repository root starts it).
 
-Flow of a request: `RequestGate` (body size, media type, file parts) -> a public, non-batched API
-that reads, decodes and preprocesses its own images (errors answer 4xx for this request only) ->
-`ConvNetModels.<model>`, a batchable API that merges images from concurrent requests into one
-forward pass -> top-k labels per image, in order.
+Every worker process serves every model of the table (`CONVNET_MODELS`, by default mnist and photo)
+on its own: the HTTP front (`front.ClassifyFront`) parses and checks a request, the worker decodes
+and preprocesses its images, the model's batcher merges them with concurrent requests' images into
+one forward pass, and the front answers the top-k labels of each image, in order. No request leaves
+the process it arrived in.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
-from http import HTTPStatus
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
-import aiohttp
-import anyio.to_thread
 import bentoml
-import torch
-from bentoml.exceptions import ServiceUnavailable
-from PIL import Image
+from _bentoml_sdk.method import APIMethod  # what bentoml.api returns; not re-exported by bentoml
 from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service import metrics
-from service.errors import InputRejected, ModelNotLoaded, Overloaded
-from service.gate import RequestGate
-from service.inference import ConvNetModels, QueuedImage, catalog, settings
-from service.pipeline import prepare, read_base64, read_upload, to_classification
+from service.catalog import build_catalog
+from service.errors import ModelNotLoaded, UnknownModel
+from service.front import PREFIX, ClassifyFront, read_base64
 from service.schemas import Classification
-from service.settings import ModelKey
+from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-Source = TypeVar("Source")
+settings = ServiceSettings()
+catalog = build_catalog(settings)
+
 UPLOADS = Field(default_factory=list, description="one or more image files (multipart field 'images')")
 BASE64 = Field(default_factory=list, description="one or more base64-encoded image files")
-ROUTES: dict[str, ModelKey] = {
-    "/classify/mnist": "mnist",
-    "/classify/mnist/base64": "mnist",
-    "/classify/photo": "photo",
-    "/classify/photo/base64": "photo",
-}
 
 
 async def list_models(_: Request) -> JSONResponse:
@@ -53,97 +42,74 @@ async def list_models(_: Request) -> JSONResponse:
 
 
 async def describe_model(request: Request) -> JSONResponse:
-    key = request.path_params["model"]
-    if key in catalog:
-        return JSONResponse(catalog[key].info().model_dump(mode="json"))
-    if key == "photo":
-        return ModelNotLoaded("no photo model is loaded", error_code=HTTPStatus.NOT_FOUND).to_response()
-    return JSONResponse({"error": f"unknown model {key!r}; choose mnist or photo"}, status_code=404)
+    name = request.path_params["model"]
+    if name in catalog:
+        return JSONResponse(catalog[name].info().model_dump(mode="json"))
+    if name in settings.models:
+        return ModelNotLoaded(f"no {name} model is loaded", error_code=404).to_response()
+    return UnknownModel(f"unknown model {name!r}; choose one of: {', '.join(settings.models)}").to_response()
 
 
-models_app = Starlette(routes=[Route("/models", list_models), Route("/models/{model}", describe_model)])
-
-
-@bentoml.asgi_app(models_app, path="/")
-@bentoml.service(name="ImageClassifier", workers=settings.workers)
 class ImageClassifier:
-    models = bentoml.depends(ConvNetModels)
-
     def __init__(self) -> None:
-        torch.set_num_threads(1)  # decoding is per request; the cores belong to the model service
-        Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
-        self.transforms = {key: entry.card.preprocessing.eval_transform() for key, entry in catalog.items()}
+        from service.runtime import LoadedModels  # torch: in the worker processes only
 
-    @bentoml.api(route="/classify/mnist")
-    async def classify_mnist(self, images: list[Path] = UPLOADS) -> list[Classification]:
-        """Classify handwritten digits sent as multipart files; one result per image, in order."""
-        return await self._classify("mnist", images, read_upload)
+        self.models = LoadedModels(catalog, settings)
 
-    @bentoml.api(route="/classify/mnist/base64")
-    async def classify_mnist_base64(self, images: list[str] = BASE64) -> list[Classification]:
-        """Classify digits sent as JSON `{"images": ["<base64>", ...]}`."""
-        return await self._classify("mnist", images, read_base64)
+    async def classify(self, model: str, files: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Top-k labels of each image file, in order; an `InputRejected` names what is wrong."""
+        return await self.models.get(model).classify(files)
 
-    @bentoml.api(route="/classify/photo")
-    async def classify_photo(self, images: list[Path] = UPLOADS) -> list[Classification]:
-        """Classify photos sent as multipart files (503 while no photo model is loaded)."""
-        return await self._classify("photo", images, read_upload)
-
-    @bentoml.api(route="/classify/photo/base64")
-    async def classify_photo_base64(self, images: list[str] = BASE64) -> list[Classification]:
-        """Classify photos sent as JSON `{"images": ["<base64>", ...]}`."""
-        return await self._classify("photo", images, read_base64)
-
-    async def _classify(
-        self, key: ModelKey, images: Sequence[Source], read: Callable[[Source], bytes]
-    ) -> list[Classification] | JSONResponse:
-        """Validate and preprocess this request alone, then join a batch; errors become JSON 4xx/503."""
-        try:
-            entry = catalog.get(key)
-            if entry is None:
-                raise ModelNotLoaded(f"no {key} model is loaded")
-            start = time.perf_counter()
-            pixels = await anyio.to_thread.run_sync(
-                lambda: prepare(
-                    images,
-                    read,
-                    self.transforms[key],
-                    max_images=settings.max_images_per_request,
-                    max_pixels=settings.max_image_pixels,
-                )
-            )
-            metrics.preprocess_seconds.labels(key).observe(time.perf_counter() - start)
-            queued = [QueuedImage(pixels=tensor, queued_at=time.time()) for tensor in pixels]
-            probabilities = await self._infer(key, queued)
-        except InputRejected as error:
-            metrics.rejected_inputs_total.labels(key, error.reason).inc()
-            logger.info("rejected a %s request: %s", key, error)
-            return error.to_response()
-        labels = entry.card.labels
-        results = [
-            to_classification(p, labels, settings.top_k, name=entry.tag.name, version=entry.tag.version or "")
-            for p in probabilities
-        ]
-        for result in results:
-            metrics.predictions_total.labels(key, result.predictions[0].label).inc()
-        return results
-
-    async def _infer(self, key: ModelKey, queued: list[QueuedImage]) -> list[torch.Tensor]:
-        """Join a batch of the model service; retried once if the local connection drops (idempotent)."""
-        infer = getattr(self.models.to_async, key)
-        try:
-            try:
-                return await infer(queued)
-            except aiohttp.ClientConnectionError as error:  # an idle pooled connection closed under us
-                logger.warning("retrying a %s batch call after a dropped connection: %s", key, error)
-                return await infer(queued)
-        except ServiceUnavailable:  # BentoML's batcher sheds requests beyond max_latency_ms
-            raise Overloaded(f"the {key} model is overloaded; retry later") from None
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.models.close()
 
 
+def _upload_api(model: str) -> APIMethod:
+    async def classify(self: ImageClassifier, images: list[Path] = UPLOADS) -> list[Classification]:
+        return await self.classify(model, [path.read_bytes() for path in images])
+
+    classify.__doc__ = (
+        f"Classify images sent as multipart files with the {model} model; one result per image."
+    )
+    return bentoml.api(route=f"{PREFIX}{model}", name=f"classify_{model}")(classify)
+
+
+def _base64_api(model: str) -> APIMethod:
+    async def classify(self: ImageClassifier, images: list[str] = BASE64) -> list[Classification]:
+        return await self.classify(model, [read_base64(text) for text in images])
+
+    classify.__doc__ = f'Classify images sent as JSON {{"images": ["<base64>", ...]}} with the {model} model.'
+    return bentoml.api(route=f"{PREFIX}{model}/base64", name=f"classify_{model}_base64")(classify)
+
+
+# The model table becomes the service's APIs and its model references (which put the models into the
+# bento at `bentoml build`).
+for _name in settings.models:
+    setattr(ImageClassifier, f"classify_{_name}", _upload_api(_name))
+    setattr(ImageClassifier, f"classify_{_name}_base64", _base64_api(_name))
+for _entry in catalog.values():
+    setattr(ImageClassifier, f"{_entry.name}_model", _entry.ref)
+
+
+async def _classify_in_worker(model: str, files: Sequence[bytes]) -> list[dict[str, Any]]:
+    return await bentoml.get_current_service().classify(model, files)
+
+
+ImageClassifier = bentoml.asgi_app(
+    Starlette(routes=[Route("/models", list_models), Route("/models/{model}", describe_model)]), path="/"
+)(
+    bentoml.service(
+        name="ImageClassifier",
+        workers=settings.workers,
+        resources={"gpu": 1} if settings.device == "cuda" else {},
+        tracing={} if settings.trace_requests else {"excluded_urls": [PREFIX]},
+        logging={"access": {"enabled": settings.access_log}},
+    )(ImageClassifier)
+)
 ImageClassifier.add_asgi_middleware(
-    RequestGate,
+    ClassifyFront,
+    models=list(settings.models),
     max_bytes=settings.max_request_bytes,
-    routes=ROUTES,
-    multipart_routes={path for path in ROUTES if not path.endswith("/base64")},
+    classify=_classify_in_worker,
 )

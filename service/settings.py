@@ -1,16 +1,15 @@
-"""Service settings, read once from `CONVNET_*` environment variables."""
+"""Service settings, read once from `CONVNET_*` environment variables, and the table of served models."""
 
 from __future__ import annotations
 
 import os
-from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
-import torch
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import BaseModel, Field, PositiveInt, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ModelKey = Literal["mnist", "photo"]
+# A model name is a path segment of its routes: /classify/<name>, /models/<name>.
+RouteName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 
 
 def available_cores() -> int:
@@ -18,27 +17,35 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-class ServiceSettings(BaseSettings):
-    """Everything an operator can tune; the decorator values of both services come from here.
+class ModelSettings(BaseModel):
+    """One entry of the model table: served at `/classify/<name>` from the store tag `tag`."""
 
-    `workers` processes run for each of the two services (HTTP front and models). A model process
-    uses `torch_threads` intra-op threads, a front process one, so `workers x torch_threads` must
-    fit the cores.
+    tag: str
+    required: bool = False  # refuse to start without it; otherwise its routes answer 503 until exported
+    max_batch_size: int | None = Field(None, ge=1)  # images per forward pass; default: the global one
+    max_latency_ms: PositiveInt | None = None  # queue time before 503; default: the global one
+
+
+class ServiceSettings(BaseSettings):
+    """Everything an operator can tune.
+
+    `workers` processes each parse, decode, batch and run every model in-process; a worker runs its
+    forward passes on `torch_threads` intra-op threads, so `workers x torch_threads` must fit the cores.
     """
 
     model_config = SettingsConfigDict(env_prefix="CONVNET_", env_ignore_empty=True, extra="ignore")
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: ONNX Runtime on the CPU for models exported with their ONNX graph, else PyTorch
+    backend: Literal["auto", "torch", "onnx"] = "auto"
     workers: PositiveInt = 1
     torch_threads: PositiveInt | None = Field(None, description="default: cores // workers")
     top_k: PositiveInt = 5
 
-    # Adaptive batching: images per forward pass and how long a request may wait in the queue
-    # (BentoML answers 503 beyond it). The photo_* values override them for the photo model.
-    max_batch_size: int = Field(64, ge=2)
+    # Batching: at most this many images per forward pass; an image that waited in the queue longer
+    # than max_latency_ms is answered 503 instead (overload). Per-model values in `models` win.
+    max_batch_size: int = Field(64, ge=1)
     max_latency_ms: PositiveInt = 1000
-    photo_max_batch_size: int | None = Field(None, ge=2)
-    photo_max_latency_ms: PositiveInt | None = None
 
     # Input limits: anything beyond them is refused with a 4xx before it reaches a model.
     max_images_per_request: PositiveInt = 64
@@ -48,37 +55,43 @@ class ServiceSettings(BaseSettings):
     # Adds a sleep to every forward pass: for testing latency alerts, never in production.
     simulated_latency_ms: float = Field(0.0, ge=0)
 
+    # BentoML's per-request OpenTelemetry spans and access log lines on the /classify routes cost about
+    # half of a worker's time at high request rates (measured); they are off there unless asked for.
+    trace_requests: bool = False
+    access_log: bool = False
+
+    # The model table (JSON in CONVNET_MODELS). The two names below fill its default entries.
     mnist_model: str = "mnist-convnet:latest"
     photo_model: str = "photo-classifier:latest"
+    photo_max_batch_size: int = Field(8, ge=1)  # ImageNet-sized inputs: larger CPU batches are not faster
+    photo_max_latency_ms: PositiveInt | None = None
+    models: dict[RouteName, ModelSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _threads_fit_the_cores(self) -> ServiceSettings:
+    def _default_table_and_cores(self) -> ServiceSettings:
+        if not self.models:
+            self.models = {
+                "mnist": ModelSettings(tag=self.mnist_model, required=True),
+                "photo": ModelSettings(
+                    tag=self.photo_model,
+                    max_batch_size=self.photo_max_batch_size,
+                    max_latency_ms=self.photo_max_latency_ms,
+                ),
+            }
         cores = available_cores()
         if self.torch_threads is not None and self.workers * self.torch_threads > cores:
             raise ValueError(
                 f"CONVNET_WORKERS={self.workers} x CONVNET_TORCH_THREADS={self.torch_threads} "
                 f"oversubscribes the {cores} available cores"
             )
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("CONVNET_DEVICE=cuda but no CUDA device is available; use auto or cpu")
         return self
 
     @property
     def threads_per_worker(self) -> int:
         return self.torch_threads or max(1, available_cores() // self.workers)
 
-    @cached_property
-    def resolved_device(self) -> str:
-        """`auto` becomes `cuda` when a CUDA device is visible, else `cpu`."""
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+    def batch_size(self, name: str) -> int:
+        return self.models[name].max_batch_size or self.max_batch_size
 
-    def batching(self, model: ModelKey) -> dict[str, int]:
-        """`max_batch_size` and `max_latency_ms` for the model's batchable API."""
-        if model == "photo":
-            return {
-                "max_batch_size": self.photo_max_batch_size or self.max_batch_size,
-                "max_latency_ms": self.photo_max_latency_ms or self.max_latency_ms,
-            }
-        return {"max_batch_size": self.max_batch_size, "max_latency_ms": self.max_latency_ms}
+    def latency_ms(self, name: str) -> int:
+        return self.models[name].max_latency_ms or self.max_latency_ms

@@ -213,11 +213,12 @@ def evaluate(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by train")],
     name: Annotated[str | None, typer.Option(help="model name in the store (default by task)")] = None,
+    onnx: Annotated[bool, typer.Option(help="also store the weights as an ONNX graph")] = False,
 ) -> None:
     """Save the run's best model into the BentoML model store and print its tag."""
     from training.export import export_run
 
-    typer.echo(str(export_run(run_dir, name)))
+    typer.echo(str(export_run(run_dir, name, onnx=onnx)))
 
 
 def main() -> None:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from pathlib import Path
 
 import bentoml
+from safetensors.torch import load_file
 
-from exported import ModelCard, save_model
+from exported import ModelCard, create_model, save_model
+from exported.onnx import export_onnx
 from training import history
 from training.rundir import RunDir
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_NAMES = {"mnist": "mnist-convnet", "photo": "photo-classifier"}
 
 
-def export_run(run_dir: Path, name: str | None = None) -> bentoml.Tag:
-    """Create `name:<weights sha256 prefix>` in the model store; exporting twice is a no-op."""
+def export_run(run_dir: Path, name: str | None = None, *, onnx: bool = False) -> bentoml.Tag:
+    """Create `name:<weights sha256 prefix>` in the model store; exporting twice is a no-op.
+
+    With `onnx`, the same weights also go in as an ONNX graph, checked against the network.
+    """
     run = RunDir.open(run_dir)
     info = run.read_info()
     test = run.read_evaluation("test")
@@ -29,4 +38,13 @@ def export_run(run_dir: Path, name: str | None = None) -> bentoml.Tag:
         training_config=info.config,
         data_sha256=info.data_sha256,
     )
-    return save_model(name or DEFAULT_NAMES.get(info.task, info.task), run.weights, card)
+    name = name or DEFAULT_NAMES.get(info.task, info.task)
+    if not onnx:
+        return save_model(name, run.weights, card)
+    model = create_model(card.arch, len(card.labels))
+    model.load_state_dict(load_file(run.weights))
+    with tempfile.TemporaryDirectory() as scratch:
+        graph = Path(scratch) / "model.onnx"
+        difference = export_onnx(model, card.preprocessing, graph)
+        logger.info("ONNX graph of %s: max |Δ probability| %.1e on a random batch", run_dir, difference)
+        return save_model(name, run.weights, card, onnx=graph)

@@ -18,7 +18,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from exported.preprocessing import ConvertMode, Preprocessing
+from exported.preprocessing import Preprocessing
+from exported.transforms import ConvertMode
 from training.errors import UserError
 
 logger = logging.getLogger(__name__)

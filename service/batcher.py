@@ -1,0 +1,143 @@
+"""In-process micro-batching: concurrent requests' images merged into one forward pass.
+
+Requests wait on asyncio futures; one inference thread per model drains the queue. When the thread
+becomes free it takes every request already queued, up to `max_batch_size` images, and runs them as
+one batch. A lone request therefore never waits for company, and batches grow with the load by
+themselves: there is no learned wait to go stale after a burst. An image that has waited longer
+than `max_latency` by the time its batch starts is answered `Overloaded` (503) instead of adding to
+the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from service import metrics
+from service.errors import Overloaded
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    pixels: torch.Tensor  # (k, C, H, W): the images of one request
+    future: asyncio.Future[torch.Tensor]
+    loop: asyncio.AbstractEventLoop
+    queued_at: float = field(default_factory=time.perf_counter)
+
+    def resolve(self, result: torch.Tensor | BaseException) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, result)
+
+
+def _settle(future: asyncio.Future[torch.Tensor], result: torch.Tensor | BaseException) -> None:
+    if future.done():  # the client went away and the request was cancelled
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class MicroBatcher:
+    """Runs `forward(batch) -> per-image results` for one model on its own thread."""
+
+    def __init__(
+        self,
+        name: str,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        max_batch_size: int,
+        max_latency_s: float,
+    ) -> None:
+        self.name = name
+        self.forward = forward
+        self.max_batch_size = max_batch_size
+        self.max_latency_s = max_latency_s
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._carry: _Request | None = None  # taken from the queue but did not fit the last batch
+        self._waited = metrics.batch_wait_seconds.labels(name)
+        self._inference = metrics.inference_seconds.labels(name)
+        self._batch_size = metrics.batch_size.labels(name)
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    async def submit(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Queue one request's images (k, C, H, W); returns its k rows of the batch's result."""
+        loop = asyncio.get_running_loop()
+        request = _Request(pixels=pixels, future=loop.create_future(), loop=loop)
+        self._queue.put(request)
+        return await request.future
+
+    def close(self) -> None:
+        """Finish everything queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            started = time.perf_counter()
+            live = [request for request in batch if not self._expired(request, started)]
+            if live:
+                self._forward(live, started)
+
+    def _expired(self, request: _Request, now: float) -> bool:
+        if now - request.queued_at <= self.max_latency_s:
+            return False
+        request.resolve(Overloaded(f"the {self.name} model is overloaded; retry later"))
+        return True
+
+    def _forward(self, batch: list[_Request], started: float) -> None:
+        images = sum(len(request.pixels) for request in batch)
+        for request in batch:
+            wait = started - request.queued_at
+            for _ in range(len(request.pixels)):
+                self._waited.observe(wait)
+        try:
+            pixels = batch[0].pixels if len(batch) == 1 else torch.cat([r.pixels for r in batch])
+            results = self.forward(pixels)
+        except Exception as error:  # a failing model fails this batch, never the thread
+            logger.exception("forward pass of %s failed", self.name)
+            for request in batch:
+                request.resolve(error)
+            return
+        self._inference.observe(time.perf_counter() - started)
+        self._batch_size.observe(images)
+        start = 0
+        for request in batch:
+            count = len(request.pixels)
+            request.resolve(results[start : start + count])
+            start += count
+
+    def _next_batch(self) -> list[_Request] | None:
+        """Block for the first request, then take what is already queued, up to max_batch_size images.
+
+        A request that would overflow the batch is carried to the next one; a request larger than
+        max_batch_size (many images in one request) runs alone. None means: closed and drained.
+        """
+        first = self._carry if self._carry is not None else self._queue.get()
+        self._carry = None
+        if first is None:
+            return None
+        batch, images = [first], len(first.pixels)
+        while images < self.max_batch_size:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:  # close(): finish this batch, then stop
+                self._queue.put(None)
+                break
+            if images + len(request.pixels) > self.max_batch_size:
+                self._carry = request
+                break
+            batch.append(request)
+            images += len(request.pixels)
+        return batch

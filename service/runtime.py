@@ -1,0 +1,191 @@
+"""The served models of one worker process: each network on its device, behind its own batcher."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnxruntime
+import torch
+from prometheus_client import Counter
+from torch import nn
+
+from exported import Preprocessing, load_model
+from exported.store import ONNX_FILE
+from service import metrics
+from service.batcher import MicroBatcher
+from service.catalog import CatalogEntry
+from service.errors import ModelNotLoaded
+from service.pipeline import prepare, top_k
+from service.preprocess import InputTransform, normalize
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+Network = Callable[[torch.Tensor], torch.Tensor]  # uint8 batch (N, C, H, W) -> probabilities (N, classes)
+
+
+def resolve_device(setting: str) -> torch.device:
+    """`auto` is CUDA when torch sees a GPU, else the CPU; `cuda` without one is an error."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CONVNET_DEVICE=cuda but no CUDA device is available; use auto or cpu")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(setting)
+
+
+class TorchNetwork:
+    """A forward pass in PyTorch: uint8 batch (N, C, H, W) -> class probabilities (N, classes) on the CPU.
+
+    The batch is normalised on the device and runs in channels_last (faster for convolutions on CPU
+    and GPU alike); on CUDA it is copied from pinned memory without blocking and runs under float16
+    autocast, with the softmax in float32.
+    """
+
+    def __init__(self, model: nn.Module, spec: Preprocessing, device: torch.device) -> None:
+        self.model = model.to(device, memory_format=torch.channels_last).eval()
+        self.spec = spec
+        self.device = device
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            if self.cuda:
+                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+            batch = normalize(pixels, self.spec).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda):
+                logits = self.model(batch)
+            return logits.float().softmax(dim=1).cpu()
+
+
+class OnnxNetwork:
+    """The same forward pass on ONNX Runtime's CPU provider, from the graph exported with the weights."""
+
+    def __init__(self, graph: Path, spec: Preprocessing, threads: int) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Idle intra-op threads would spin for work, taking CPU from the worker's HTTP event loop.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.spec = spec
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        batch = normalize(pixels, self.spec).numpy()
+        (logits,) = self.session.run(None, {"pixels": batch})
+        return torch.from_numpy(logits).softmax(dim=1)
+
+
+def load_network(entry: CatalogEntry, settings: ServiceSettings, device: torch.device) -> Network:
+    """The backend the settings ask for: `auto` is ONNX Runtime on the CPU when the model was exported
+    with its ONNX graph (`python -m training export --onnx`), else PyTorch."""
+    graph = Path(entry.ref.stored.path_of(ONNX_FILE))
+    backend = settings.backend
+    if backend == "auto":
+        backend = "onnx" if device.type == "cpu" and graph.is_file() else "torch"
+    if backend == "torch":
+        return TorchNetwork(load_model(str(entry.tag)).model, entry.card.preprocessing, device)
+    if device.type != "cpu":
+        raise RuntimeError("CONVNET_BACKEND=onnx runs on the CPU only; use torch (or auto) on CUDA")
+    if not graph.is_file():
+        raise RuntimeError(
+            f"CONVNET_BACKEND=onnx but {entry.tag} has no ONNX graph: export it with "
+            "`python -m training export <run> --onnx`"
+        )
+    return OnnxNetwork(graph, entry.card.preprocessing, settings.threads_per_worker)
+
+
+def delayed(network: Network, seconds: float) -> Network:
+    """CONVNET_SIMULATED_LATENCY_MS: every forward pass takes `seconds` longer (for alert tests)."""
+
+    def forward(pixels: torch.Tensor) -> torch.Tensor:
+        probabilities = network(pixels)
+        time.sleep(seconds)
+        return probabilities
+
+    return forward
+
+
+class LoadedModel:
+    """A loaded model: its input transform, its network and its batcher."""
+
+    def __init__(self, entry: CatalogEntry, settings: ServiceSettings, device: torch.device) -> None:
+        self.entry = entry
+        self.settings = settings
+        spec = entry.card.preprocessing
+        self.transform = InputTransform(spec)
+        network = load_network(entry, settings, device)
+        if settings.simulated_latency_ms:
+            network = delayed(network, settings.simulated_latency_ms / 1000)
+        max_batch_size = settings.batch_size(entry.name)
+        blank = torch.zeros(max_batch_size, spec.channels, *spec.input_size, dtype=torch.uint8)
+        for size in (1, max_batch_size):  # warm-up: first calls allocate and pick kernels
+            network(blank[:size])
+        self.batcher = MicroBatcher(
+            entry.name,
+            network,
+            max_batch_size=max_batch_size,
+            max_latency_s=settings.latency_ms(entry.name) / 1000,
+        )
+        self._preprocess_seconds = metrics.preprocess_seconds.labels(entry.name)
+        self._predicted: dict[str, Counter] = {}  # label -> its counter, created on first use
+        metrics.model_info.labels(
+            entry.name, entry.tag.name, entry.tag.version, entry.card.arch, device.type
+        ).set(1)
+        logger.info(
+            "serving %s as %s (%s, %d classes), backend %s, on %s, %d threads, batches of up to %d",
+            entry.tag,
+            entry.name,
+            entry.card.arch,
+            len(entry.card.labels),
+            settings.backend,
+            device,
+            torch.get_num_threads(),
+            max_batch_size,
+        )
+
+    async def classify(self, files: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Decode and preprocess this request's images, join a batch, answer the top-k of each."""
+        settings = self.settings
+        start = time.perf_counter()
+        pixels = prepare(
+            files,
+            self.transform,
+            max_images=settings.max_images_per_request,
+            max_pixels=settings.max_image_pixels,
+        )
+        self._preprocess_seconds.observe(time.perf_counter() - start)
+        probabilities = await self.batcher.submit(pixels)
+        tag = self.entry.tag
+        results = top_k(
+            probabilities, self.entry.card.labels, settings.top_k, name=tag.name, version=tag.version or ""
+        )
+        for result in results:
+            label = result["predictions"][0]["label"]
+            if label not in self._predicted:
+                self._predicted[label] = metrics.predictions_total.labels(self.entry.name, label)
+            self._predicted[label].inc()
+        return results
+
+
+class LoadedModels:
+    """Every model of the catalog, loaded in this worker process."""
+
+    def __init__(self, catalog: dict[str, CatalogEntry], settings: ServiceSettings) -> None:
+        torch.set_num_threads(settings.threads_per_worker)
+        device = resolve_device(settings.device)
+        self.models = {name: LoadedModel(entry, settings, device) for name, entry in catalog.items()}
+
+    def get(self, name: str) -> LoadedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ModelNotLoaded(f"no {name} model is loaded") from None
+
+    def close(self) -> None:
+        """Answer every queued request, then stop the batch threads."""
+        for model in self.models.values():
+            model.batcher.close()
