@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export BENTOML_DO_NOT_TRACK=true  # BentoML would otherwise send usage statistics
 export PATH="$PWD/.venv/bin:$PATH"
-python -m training export models/mnist
+python -m training export models/mnist --onnx
 exec bentoml serve "$@"

@@ -1,17 +1,17 @@
-"""The per-request and per-batch steps, without a server."""
+"""The per-request steps and the settings, without a server."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from exported.preprocessing import MNIST_PREPROCESSING
-from service.errors import InvalidBase64, NoImages, NotAnImage, TooManyImages
-from service.pipeline import forward, prepare, read_base64, to_classification
+from service.errors import NoImages, NotAnImage, TooManyImages
+from service.pipeline import prepare, top_k
+from service.preprocess import InputTransform
 from service.settings import ServiceSettings, available_cores
 from tests.service import images
 
@@ -22,71 +22,36 @@ def digits(mnist_dir: Path) -> list[bytes]:
     return [images.png(p) for p in pixels]
 
 
-def _prepare(sources: list[bytes], max_images: int = 4) -> list[torch.Tensor]:
-    transform = MNIST_PREPROCESSING.eval_transform()
-    return prepare(sources, bytes, transform, max_images=max_images, max_pixels=10_000)
+def _prepare(files: list[bytes], max_images: int = 4) -> torch.Tensor:
+    return prepare(files, InputTransform(MNIST_PREPROCESSING), max_images=max_images, max_pixels=10_000)
 
 
-def test_prepare_keeps_order_and_shape(digits: list[bytes]) -> None:
-    tensors = _prepare(digits)
-    assert [t.shape for t in tensors] == [(1, 28, 28)] * 3
-    assert torch.equal(tensors[2], _prepare([digits[2]])[0])
+def test_prepare_keeps_order_shape_and_uint8_pixels(digits: list[bytes], mnist_dir: Path) -> None:
+    pixels = _prepare(digits)
+    assert pixels.shape == (3, 1, 28, 28) and pixels.dtype == torch.uint8
+    expected, _ = images.mnist_test_digits(mnist_dir, 3)
+    assert torch.equal(pixels[:, 0], torch.from_numpy(np.stack(expected)))
 
 
 def test_prepare_refuses_zero_and_too_many_images(digits: list[bytes]) -> None:
     with pytest.raises(NoImages, match="no images"):
         _prepare([])
-    with pytest.raises(TooManyImages, match="3 images in one request, over the limit of 2"):
-        _prepare(digits, max_images=2)
+    with pytest.raises(TooManyImages, match="5 images in one request, over the limit of 4"):
+        _prepare(digits + digits[:2])
 
 
 def test_errors_name_the_bad_image(digits: list[bytes]) -> None:
     with pytest.raises(NotAnImage, match=r"^images\[1\]: not an image"):
-        _prepare([digits[0], b"plain text", digits[2]])
-
-
-def test_base64_plain_and_data_url(digits: list[bytes]) -> None:
-    encoded = base64.b64encode(digits[0]).decode()
-    assert read_base64(encoded) == digits[0]
-    assert read_base64(f"data:image/png;base64,{encoded}") == digits[0]
-
-
-@pytest.mark.parametrize(
-    ("text", "words"),
-    [("not base64!", "not valid base64"), ("https://example.com/7.png", "URLs are not fetched")],
-)
-def test_base64_errors(text: str, words: str) -> None:
-    with pytest.raises(InvalidBase64, match=words):
-        read_base64(text)
-
-
-class _CountingIdentity(nn.Module):
-    """Returns its flattened input as logits and records the batch sizes it saw."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batch_sizes: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.batch_sizes.append(x.shape[0])
-        return x.flatten(1)
-
-
-def test_forward_runs_one_pass_and_returns_probabilities_in_order() -> None:
-    model = _CountingIdentity()
-    pixels = [torch.tensor([[[float(i), 0.0]]]) for i in range(5)]
-    probabilities = forward(model, pixels, torch.device("cpu"))
-    assert model.batch_sizes == [5]
-    assert probabilities.shape == (5, 2)
-    assert torch.allclose(probabilities.sum(dim=1), torch.ones(5))
-    assert probabilities[:, 0].argsort().tolist() == [0, 1, 2, 3, 4]
+        _prepare([digits[0], b"hello", digits[1]])
 
 
 def test_top_k_is_sorted_and_capped_by_the_number_of_classes() -> None:
-    result = to_classification(torch.tensor([0.1, 0.7, 0.2]), ["a", "b", "c"], 5, name="m", version="v")
-    assert [p.label for p in result.predictions] == ["b", "c", "a"]
-    assert result.predictions[0].score == pytest.approx(0.7)
-    assert (result.model, result.version) == ("m", "v")
+    probabilities = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
+    first, second = top_k(probabilities, ["a", "b", "c"], 5, name="m", version="v")
+    assert [p["label"] for p in first["predictions"]] == ["b", "c", "a"]
+    assert first["predictions"][0]["score"] == pytest.approx(0.7)
+    assert (first["model"], first["version"]) == ("m", "v")
+    assert [p["label"] for p in second["predictions"]] == ["a", "c", "b"]
 
 
 def test_settings_refuse_oversubscribed_cores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,10 +61,28 @@ def test_settings_refuse_oversubscribed_cores(monkeypatch: pytest.MonkeyPatch) -
         ServiceSettings()
 
 
-def test_settings_defaults_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_model_table_and_its_batching(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVNET_WORKERS", "1")
-    monkeypatch.setenv("CONVNET_PHOTO_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("CONVNET_PHOTO_MODEL", "ants:latest")
+    monkeypatch.setenv("CONVNET_PHOTO_MAX_LATENCY_MS", "200")
     settings = ServiceSettings()
     assert settings.threads_per_worker == available_cores()
-    assert settings.batching("photo") == {"max_batch_size": 8, "max_latency_ms": settings.max_latency_ms}
-    assert settings.batching("mnist")["max_batch_size"] == settings.max_batch_size
+    assert list(settings.models) == ["mnist", "photo"]
+    assert settings.models["mnist"].required and not settings.models["photo"].required
+    assert settings.models["photo"].tag == "ants:latest"
+    assert (settings.batch_size("photo"), settings.latency_ms("photo")) == (8, 200)
+    assert (settings.batch_size("mnist"), settings.latency_ms("mnist")) == (64, 1000)
+
+
+def test_a_third_model_is_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    digits = '"digits": {"tag": "mnist-convnet:latest", "required": true}'
+    monkeypatch.setenv("CONVNET_MODELS", f'{{{digits}, "fashion": {{"tag": "f:1", "max_batch_size": 16}}}}')
+    settings = ServiceSettings()
+    assert list(settings.models) == ["digits", "fashion"]
+    assert settings.batch_size("fashion") == 16 and settings.batch_size("digits") == settings.max_batch_size
+
+
+def test_model_names_must_be_route_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVNET_MODELS", '{"Bad/Name": {"tag": "x:1"}}')
+    with pytest.raises(ValueError, match="pattern"):
+        ServiceSettings()

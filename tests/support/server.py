@@ -79,10 +79,10 @@ class Server:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def export(self, run_dir: Path) -> None:
-        """`python -m training export run_dir` into this server's model store."""
+    def export(self, run_dir: Path, *options: str) -> None:
+        """`python -m training export run_dir [options]` into this server's model store."""
         result = subprocess.run(
-            [sys.executable, "-m", "training", "export", str(run_dir)],
+            [sys.executable, "-m", "training", "export", str(run_dir), *options],
             cwd=REPO, env=self.env, capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         assert result.returncode == 0, f"export failed:\n{result.stdout}\n{result.stderr}"

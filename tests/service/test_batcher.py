@@ -1,0 +1,131 @@
+"""The in-process micro-batcher, LitServe-style: a fixed forward, concurrent requests, exact outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from service.batcher import MicroBatcher
+from service.errors import Overloaded
+
+
+class Forward:
+    """`2x + 1` per image, recording each batch's size; the first call waits for `release`."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batch_sizes: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not self.batch_sizes:
+            self.entered.set()
+            assert self.release.wait(10)
+        self.batch_sizes.append(len(pixels))
+        if len(pixels) == self.fail_on:
+            raise RuntimeError("boom")
+        return pixels.float().flatten(1) * 2 + 1
+
+
+def images(*values: int) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.uint8).reshape(len(values), 1, 1, 1)
+
+
+@pytest.fixture
+def forward() -> Forward:
+    return Forward()
+
+
+@pytest.fixture
+def batcher(forward: Forward) -> Iterator[MicroBatcher]:
+    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10)
+    yield batcher
+    forward.release.set()
+    batcher.close()
+
+
+async def held(
+    batcher: MicroBatcher, forward: Forward, *requests: torch.Tensor, hold_s: float = 0.01
+) -> list[torch.Tensor | BaseException]:
+    """Submit a first request that holds the thread, queue `requests` behind it, let go after `hold_s`."""
+    first = asyncio.ensure_future(batcher.submit(images(0)))
+    while not forward.entered.is_set():
+        await asyncio.sleep(0.001)
+    rest = [asyncio.ensure_future(batcher.submit(pixels)) for pixels in requests]
+    await asyncio.sleep(hold_s)
+    forward.release.set()
+    await first
+    return await asyncio.gather(*rest, return_exceptions=True)
+
+
+def test_concurrent_requests_share_one_forward_pass_with_exact_outputs(
+    batcher: MicroBatcher, forward: Forward
+) -> None:
+    results = asyncio.run(held(batcher, forward, images(1), images(2, 3), images(4)))
+    assert forward.batch_sizes == [1, 4]
+    assert [r.flatten().tolist() for r in results] == [[3.0], [5.0, 7.0], [9.0]]
+
+
+def test_a_lone_request_does_not_wait(forward: Forward) -> None:
+    forward.release.set()
+    batcher = MicroBatcher("test", forward, max_batch_size=64, max_latency_s=10)
+    try:
+        result = asyncio.run(batcher.submit(images(5)))
+    finally:
+        batcher.close()
+    assert result.flatten().tolist() == [11.0] and forward.batch_sizes == [1]
+
+
+def test_batches_stop_at_the_size_limit_and_a_large_request_runs_alone(
+    batcher: MicroBatcher, forward: Forward
+) -> None:
+    results = asyncio.run(held(batcher, forward, images(1, 2, 3), images(4, 5), images(6), images(*range(6))))
+    assert forward.batch_sizes == [1, 3, 3, 6]  # 3 + 2 > 4: the second request starts the next batch
+    assert results[1].flatten().tolist() == [9.0, 11.0]
+    assert results[3].flatten().tolist() == [2.0 * v + 1 for v in range(6)]
+
+
+def test_images_that_waited_too_long_are_refused_as_overloaded(forward: Forward) -> None:
+    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=0.05)
+    try:
+        first, second = asyncio.run(held(batcher, forward, images(1), images(2), hold_s=0.2))
+        later = asyncio.run(batcher.submit(images(3)))
+    finally:
+        batcher.close()
+    assert isinstance(first, Overloaded) and isinstance(second, Overloaded)
+    assert "the test model is overloaded" in str(first)
+    assert forward.batch_sizes == [1, 1]  # the refused images never reached the network
+    assert later.flatten().tolist() == [7.0]
+
+
+def test_a_failing_batch_fails_only_its_requests() -> None:
+    forward = Forward(fail_on=2)
+    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10)
+    try:
+        (failed,) = asyncio.run(held(batcher, forward, images(1, 2)))
+        ok = asyncio.run(batcher.submit(images(7)))
+    finally:
+        batcher.close()
+    assert isinstance(failed, RuntimeError)
+    assert ok.flatten().tolist() == [15.0]
+
+
+def test_close_answers_everything_queued(forward: Forward) -> None:
+    batcher = MicroBatcher("test", forward, max_batch_size=2, max_latency_s=10)
+
+    async def scenario() -> list[torch.Tensor]:
+        pending = [asyncio.ensure_future(batcher.submit(images(v))) for v in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        closing = asyncio.get_running_loop().run_in_executor(None, batcher.close)
+        forward.release.set()
+        await closing
+        return await asyncio.gather(*pending)
+
+    results = asyncio.run(scenario())
+    assert [r.item() for r in results] == [3.0, 5.0, 7.0]
+    assert sum(forward.batch_sizes) == 3

@@ -1,0 +1,47 @@
+"""The service's uint8 input path equals the card's eval transform (what training evaluated), exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from exported import Preprocessing
+from exported.preprocessing import MNIST_PREPROCESSING
+from service.preprocess import InputTransform, normalize
+from tests.conftest import HYMENOPTERA_DIR
+from tests.service import images
+
+IMAGENET = Preprocessing(
+    input_size=(224, 224), channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize_size=256
+)
+
+
+def served(spec: Preprocessing, image: Image.Image) -> torch.Tensor:
+    pixels = InputTransform(spec)(image)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (spec.channels, *spec.input_size)
+    return normalize(pixels[None], spec)[0]
+
+
+def test_mnist_digits_of_any_size_and_mode(mnist_dir: Path) -> None:
+    digits, _ = images.mnist_test_digits(mnist_dir, 20)
+    evaluated = MNIST_PREPROCESSING.eval_transform()
+    for pixels in digits:
+        digit = Image.fromarray(pixels)
+        for image in (digit, digit.resize((56, 41)), digit.convert("RGB")):
+            assert torch.equal(served(MNIST_PREPROCESSING, image), evaluated(image))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_real_photos_with_resize_and_centre_crop(interpolation: str) -> None:
+    photos = sorted(HYMENOPTERA_DIR.glob("val/*/*.jpg"))[::15]
+    assert photos, f"real photos are expected in {HYMENOPTERA_DIR}"
+    spec = IMAGENET.model_copy(update={"interpolation": interpolation})
+    evaluated = spec.eval_transform()
+    for path in photos:
+        with Image.open(path) as photo:
+            rgb = photo.convert("RGB")
+        assert torch.equal(served(spec, rgb), evaluated(rgb)), path.name
+        assert torch.equal(served(spec, rgb.convert("L")), evaluated(rgb.convert("L"))), path.name

@@ -1,0 +1,178 @@
+"""The service in-process over HTTP: BentoML's `to_asgi()` app with its lifespan, on the tests' own store.
+
+The embedded MNIST model is exported with its ONNX graph (the worker serves it with ONNX Runtime),
+beside an untrained MobileNetV2 photo model without one (served with PyTorch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exported import Preprocessing
+from tests.conftest import HYMENOPTERA_DIR
+from tests.service import images
+from tests.support.server import REPO, mnist_run, untrained_run
+
+PHOTO = Preprocessing(
+    input_size=(64, 64), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize_size=72
+)
+
+
+class InProcess:
+    """Requests to the ASGI app on one event loop, which the workers' batcher threads answer into."""
+
+    def __init__(self, app: Any) -> None:
+        self.runner = asyncio.Runner()
+        self.lifespan = app.router.lifespan_context(app)
+        self.runner.run(self.lifespan.__aenter__())
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
+
+    def post(self, path: str, **request: Any) -> httpx.Response:
+        return self.runner.run(self.client.post(path, **request))
+
+    def get(self, path: str) -> httpx.Response:
+        return self.runner.run(self.client.get(path))
+
+    def gather(self, *requests: tuple[str, dict[str, Any]]) -> list[httpx.Response]:
+        async def all_at_once() -> list[httpx.Response]:
+            return await asyncio.gather(*(self.client.post(path, **kw) for path, kw in requests))
+
+        return self.runner.run(all_at_once())
+
+    def close(self) -> None:
+        self.runner.run(self.client.aclose())
+        self.runner.run(self.lifespan.__aexit__(None, None, None))
+        self.runner.close()
+
+
+def export(run_dir: Path, *options: str) -> None:
+    subprocess.run([sys.executable, "-m", "training", "export", str(run_dir), *options], cwd=REPO, check=True)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    scratch = tmp_path_factory.mktemp("runs")
+    export(mnist_run(scratch / "mnist"), "--onnx")
+    export(untrained_run(scratch / "photo", "photo", "mobilenet_v2", ["ant", "bee"], PHOTO))
+    for name in [name for name in sys.modules if name == "service.service"]:
+        del sys.modules[name]  # settings and catalog are read at import: read them with these models
+    from service.service import ImageClassifier
+
+    yield ImageClassifier
+
+
+@pytest.fixture(scope="module")
+def http(service: Any) -> Iterator[InProcess]:
+    client = InProcess(service.to_asgi())
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir: Path) -> tuple[list[bytes], list[int]]:
+    pixels, labels = images.mnist_test_digits(mnist_dir, 24)
+    return [images.png(p) for p in pixels], labels
+
+
+def upload(*files: bytes) -> dict[str, Any]:
+    return {"files": [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(files)]}
+
+
+def top1(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [result["predictions"][0]["label"] for result in response.json()]
+
+
+def test_digits_are_classified_in_order(http: InProcess, digits: tuple[list[bytes], list[int]]) -> None:
+    files, labels = digits
+    assert top1(http.post("/classify/mnist", **upload(*files))) == [str(n) for n in labels]
+
+
+def test_base64_answers_equal_multipart(http: InProcess, digits: tuple[list[bytes], list[int]]) -> None:
+    files = digits[0][:3]
+    encoded = [base64.b64encode(data).decode() for data in files]
+    assert (
+        http.post("/classify/mnist/base64", json={"images": encoded}).json()
+        == http.post("/classify/mnist", **upload(*files)).json()
+    )
+
+
+def test_concurrent_requests_answer_as_alone(http: InProcess, digits: tuple[list[bytes], list[int]]) -> None:
+    files, labels = digits
+    responses = http.gather(*(("/classify/mnist", upload(data)) for data in files))
+    assert [top1(response)[0] for response in responses] == [str(n) for n in labels]
+    together = responses[0].json()[0]["predictions"]
+    alone = http.post("/classify/mnist", **upload(files[0])).json()[0]["predictions"]
+    assert [p["label"] for p in together] == [p["label"] for p in alone]
+    assert [p["score"] for p in together] == pytest.approx([p["score"] for p in alone], abs=1e-5)
+
+
+def test_photos_are_classified_with_the_photo_model(http: InProcess) -> None:
+    photos = sorted(HYMENOPTERA_DIR.glob("val/*/*.jpg"))[:3]
+    response = http.post(
+        "/classify/photo", files=[("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    )
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert len(answers) == 3 and answers[0]["model"] == "photo-classifier"
+    for answer in answers:
+        assert {p["label"] for p in answer["predictions"]} == {"ant", "bee"}
+        assert sum(p["score"] for p in answer["predictions"]) == pytest.approx(1, abs=1e-5)
+
+
+def test_models_metadata(http: InProcess) -> None:
+    models = http.get("/models").json()
+    assert [m["model"] for m in models] == ["mnist", "photo"]
+    photo = http.get("/models/photo").json()
+    assert photo["arch"] == "mobilenet_v2" and photo["labels"] == ["ant", "bee"]
+    assert photo["preprocessing"]["input_size"] == [64, 64]
+    unknown = http.get("/models/cifar")
+    assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown_model"
+
+
+@pytest.mark.parametrize(
+    ("path", "request_", "status", "reason"),
+    [
+        ("/classify/mnist", upload(b"hello"), 400, "not_an_image"),
+        ("/classify/mnist", {"data": {"images": "http://127.0.0.1:9/x.png"}}, 415, "unsupported_media_type"),
+        ("/classify/mnist/base64", {"json": {"images": []}}, 400, "no_images"),
+        ("/classify/photo", upload(images.bomb_png(6000, 5000)), 413, "too_many_pixels"),
+    ],
+)
+def test_bad_requests_are_4xx_and_the_next_one_succeeds(
+    http: InProcess,
+    digits: tuple[list[bytes], list[int]],
+    path: str,
+    request_: dict[str, Any],
+    status: int,
+    reason: str,
+) -> None:
+    response = http.post(path, **request_)
+    assert (response.status_code, response.json()["reason"]) == (status, reason), response.text
+    assert top1(http.post("/classify/mnist", **upload(digits[0][0]))) == [str(digits[1][0])]
+
+
+def test_the_api_methods_answer_like_http(
+    http: InProcess, service: Any, digits: tuple[list[bytes], list[int]], tmp_path: Path
+) -> None:
+    """The `@bentoml.api` methods (BentoML's schema and clients) run the same classification,
+    on an instance of the class itself (BentoML's first testing tier)."""
+    path = tmp_path / "digit.png"
+    path.write_bytes(digits[0][1])
+    instance = service.inner()
+    try:
+        answer = asyncio.run(instance.classify_mnist(images=[path]))
+        encoded = base64.b64encode(digits[0][1]).decode()
+        assert asyncio.run(instance.classify_mnist_base64(images=[encoded])) == answer
+    finally:
+        instance.close()
+    assert answer == http.post("/classify/mnist", **upload(digits[0][1])).json()
