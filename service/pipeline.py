@@ -6,19 +6,19 @@ network once per batch, and `top_k` turns each image's probabilities into the an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 
 from service.decoding import decode_image
 from service.errors import InputRejected, NoImages, TooManyImages
+from service.preprocess import InputTransform
 
 
 def prepare(
     files: Sequence[bytes],
-    transform: Callable[[Image.Image], torch.Tensor],
+    transform: InputTransform,
     *,
     max_images: int,
     max_pixels: int,
@@ -34,7 +34,7 @@ def prepare(
     tensors = []
     for index, data in enumerate(files):
         try:
-            tensors.append(transform(decode_image(data, max_pixels=max_pixels)))
+            tensors.append(transform(decode_image(data, max_pixels=max_pixels, min_side=transform.min_side)))
         except InputRejected as error:
             raise type(error)(f"images[{index}]: {error}") from None
     return torch.stack(tensors)

@@ -23,6 +23,8 @@ class InputTransform:
     def __init__(self, spec: Preprocessing) -> None:
         self.spec = spec
         self.interpolation = InterpolationMode(spec.interpolation)
+        # The shorter side the resize needs from a decoded image (what a JPEG may be decoded down to).
+        self.min_side = spec.resize_size or max(spec.input_size)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         spec = self.spec

@@ -10,6 +10,7 @@ from PIL import Image
 
 from exported import Preprocessing
 from exported.preprocessing import MNIST_PREPROCESSING
+from service.decoding import decode_image
 from service.preprocess import InputTransform, normalize
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
@@ -45,3 +46,16 @@ def test_real_photos_with_resize_and_centre_crop(interpolation: str) -> None:
             rgb = photo.convert("RGB")
         assert torch.equal(served(spec, rgb), evaluated(rgb)), path.name
         assert torch.equal(served(spec, rgb.convert("L")), evaluated(rgb.convert("L"))), path.name
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale_close_to_the_full_decode() -> None:
+    """A 12-megapixel JPEG (a real photo, enlarged) is drafted at 1/8 scale: its shorter side stays at
+    least the resize size, and the model input is within a few levels of the full decode's."""
+    with Image.open(sorted(HYMENOPTERA_DIR.glob("val/ants/*.jpg"))[3]) as photo:
+        large = images.encode(photo.convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC), "JPEG")
+    transform = InputTransform(IMAGENET)
+    drafted = decode_image(large, max_pixels=25_000_000, min_side=transform.min_side)
+    full = decode_image(large, max_pixels=25_000_000)
+    assert drafted.size == (504, 378) and full.size == (4032, 3024)
+    difference = (transform(drafted).float() - transform(full).float()).abs()
+    assert difference.mean() < 2 and difference.max() <= 32
