@@ -69,18 +69,18 @@ def _upload_api(model: str) -> APIMethod:
     async def classify(self: ImageClassifier, images: list[Path] = UPLOADS) -> list[Classification]:
         return await self.classify(model, [path.read_bytes() for path in images])
 
-    classify.__doc__ = (
-        f"Classify images sent as multipart files with the {model} model; one result per image."
-    )
-    return bentoml.api(route=f"{PREFIX}{model}", name=f"classify_{model}")(classify)
+    classify.__name__ = f"classify_{model}"  # the API's name in BentoML's schema and clients
+    classify.__doc__ = f"Classify images sent as multipart files with the {model} model, one result each."
+    return bentoml.api(route=f"{PREFIX}{model}")(classify)
 
 
 def _base64_api(model: str) -> APIMethod:
     async def classify(self: ImageClassifier, images: list[str] = BASE64) -> list[Classification]:
         return await self.classify(model, [read_base64(text) for text in images])
 
+    classify.__name__ = f"classify_{model}_base64"
     classify.__doc__ = f'Classify images sent as JSON {{"images": ["<base64>", ...]}} with the {model} model.'
-    return bentoml.api(route=f"{PREFIX}{model}/base64", name=f"classify_{model}_base64")(classify)
+    return bentoml.api(route=f"{PREFIX}{model}/base64")(classify)
 
 
 # The model table becomes the service's APIs and its model references (which put the models into the

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import bentoml
 import httpx
 import numpy as np
 import pytest
@@ -153,6 +154,16 @@ def test_base64_json_variant_matches_multipart(server: Server, good_png: bytes) 
     )
     assert response.status_code == 200, response.text
     assert response.json()[0] == response.json()[1] == classify(server, good_png)[0]
+
+
+def test_bentoml_client_calls_the_apis_by_name(server: Server, good_png: bytes, tmp_path: Path) -> None:
+    """BentoML's own client finds `classify_mnist` and `classify_mnist_base64` in the served schema."""
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(good_png)
+    with bentoml.SyncHTTPClient(server.url) as client:
+        uploaded = client.classify_mnist(images=[digit])
+        encoded = client.classify_mnist_base64(images=[base64.b64encode(good_png).decode()])
+    assert uploaded == encoded == classify(server, good_png)
 
 
 def _bad_requests(good: bytes, digit: np.ndarray) -> list[tuple[str, str, dict[str, Any], int, str]]:
