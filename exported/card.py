@@ -18,3 +18,4 @@ class ModelCard(BaseModel):
     val_accuracy: float | None = None  # of the exported (best) checkpoint
     training_config: dict[str, Any]
     data_sha256: dict[str, str]  # data file name -> sha256, for provenance
+    files_sha256: dict[str, str] = {}  # stored file name -> sha256, written by save_model, checked at load

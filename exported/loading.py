@@ -12,7 +12,7 @@ from torch import nn
 
 from exported.architectures import create_model
 from exported.card import ModelCard
-from exported.store import WEIGHTS_FILE
+from exported.store import WEIGHTS_FILE, verified_file
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,12 @@ class ExportedModel:
 
 
 def load_model(tag: str, device: torch.device | str = "cpu") -> ExportedModel:
-    """Rebuild the network of the stored model `tag` and load its weights, in eval mode."""
+    """Rebuild the network of the stored model `tag` and load its (verified) weights, in eval mode."""
     try:
         model_ref = bentoml.models.get(tag)
     except NotFound:
         raise LookupError(f"model {tag!r} is not in the BentoML model store") from None
     card = ModelCard.model_validate(model_ref.info.metadata)
     model = create_model(card.arch, len(card.labels))
-    model.load_state_dict(load_file(model_ref.path_of(WEIGHTS_FILE), device=str(device)))
+    model.load_state_dict(load_file(verified_file(model_ref, card, WEIGHTS_FILE), device=str(device)))
     return ExportedModel(tag=model_ref.tag, card=card, model=model.to(device).eval())

@@ -33,15 +33,16 @@ def save_model(name: str, weights: Path, card: ModelCard, *, onnx: Path | None =
         if onnx is None or Path(stored.path_of(ONNX_FILE)).is_file():
             return stored.tag
         bentoml.models.delete(tag)  # the same weights, saved again with their ONNX graph
+    files = {WEIGHTS_FILE: weights} | ({ONNX_FILE: onnx} if onnx is not None else {})
+    card = card.model_copy(update={"files_sha256": {name: file_sha256(path) for name, path in files.items()}})
     with bentoml.models.create(
         tag,
         module=__name__,
         labels={"task": card.task, "arch": card.arch},
         metadata=_without_none(card.model_dump(mode="json")),
     ) as model_ref:
-        shutil.copyfile(weights, model_ref.path_of(WEIGHTS_FILE))
-        if onnx is not None:
-            shutil.copyfile(onnx, model_ref.path_of(ONNX_FILE))
+        for name, path in files.items():
+            shutil.copyfile(path, model_ref.path_of(name))
     logger.info("saved %s as %s%s", weights, model_ref.tag, " with its ONNX graph" if onnx else "")
     return model_ref.tag
 
@@ -53,6 +54,27 @@ def find_model(tag: str) -> tuple[bentoml.Tag, ModelCard] | None:
     except NotFound:
         return None
     return model_ref.tag, ModelCard.model_validate(model_ref.info.metadata)
+
+
+class TamperedModel(ValueError):
+    """A stored file's sha256 differs from the one recorded when the model was saved."""
+
+
+def verified_file(model: bentoml.Model, card: ModelCard, name: str) -> Path:
+    """The path of the stored file `name`, after checking it against the sha256 recorded at export.
+
+    Models exported before the hashes were recorded are loaded with a warning.
+    """
+    path = Path(model.path_of(name))
+    expected = card.files_sha256.get(name)
+    if expected is None:
+        logger.warning("%s has no recorded sha256 for %s: export it again to verify it", model.tag, name)
+    elif (actual := file_sha256(path)) != expected:
+        raise TamperedModel(
+            f"{path} of model {model.tag} has sha256 {actual}, not the {expected} recorded at export: "
+            "the file changed after export; export the model again"
+        )
+    return path
 
 
 def file_sha256(path: Path) -> str:

@@ -5,7 +5,8 @@ becomes free it takes every request already queued, up to `max_batch_size` image
 one batch. A lone request therefore never waits for company, and batches grow with the load by
 themselves: there is no learned wait to go stale after a burst. An image that has waited longer
 than `max_latency` by the time its batch starts is answered `Overloaded` (503) instead of adding to
-the backlog.
+the backlog, and a request that would take the queue over `max_queued` images is refused at once
+with `TooBusy` (429), so that memory and queueing time stay bounded under any load.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from service import metrics
-from service.errors import Overloaded
+from service.errors import Overloaded, TooBusy
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +57,15 @@ class MicroBatcher:
         *,
         max_batch_size: int,
         max_latency_s: float,
+        max_queued: int,
     ) -> None:
         self.name = name
         self.forward = forward
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
+        self.max_queued = max_queued
+        self._queued = 0  # images submitted and not yet taken into a batch
+        self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._carry: _Request | None = None  # taken from the queue but did not fit the last batch
         self._waited = metrics.batch_wait_seconds.labels(name)
@@ -71,6 +76,12 @@ class MicroBatcher:
 
     async def submit(self, pixels: torch.Tensor) -> torch.Tensor:
         """Queue one request's images (k, C, H, W); returns its k rows of the batch's result."""
+        with self._lock:
+            if self._queued + len(pixels) > self.max_queued:
+                raise TooBusy(
+                    f"the {self.name} model has {self._queued} images queued (the limit is {self.max_queued})"
+                )
+            self._queued += len(pixels)
         loop = asyncio.get_running_loop()
         request = _Request(pixels=pixels, future=loop.create_future(), loop=loop)
         self._queue.put(request)
@@ -83,6 +94,8 @@ class MicroBatcher:
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
+            with self._lock:
+                self._queued -= sum(len(request.pixels) for request in batch)
             started = time.perf_counter()
             live = [request for request in batch if not self._expired(request, started)]
             if live:

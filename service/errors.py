@@ -13,9 +13,11 @@ class InputRejected(InvalidArgument):
     """A request the service refuses; BentoML itself maps it to `error_code` (never a 5xx)."""
 
     reason: ClassVar[str] = "invalid_input"
+    headers: ClassVar[dict[str, str]] = {}
 
     def to_response(self) -> JSONResponse:
-        return JSONResponse({"error": str(self), "reason": self.reason}, status_code=self.error_code)
+        body = {"error": str(self), "reason": self.reason}
+        return JSONResponse(body, status_code=self.error_code, headers=self.headers)
 
 
 class EmptyImage(InputRejected):
@@ -84,8 +86,19 @@ class ModelNotLoaded(InputRejected):
 
 
 class Overloaded(InputRejected):
+    """An image waited in the queue longer than the model's max latency."""
+
     error_code = HTTPStatus.SERVICE_UNAVAILABLE
     reason = "overloaded"
+    headers = {"Retry-After": "1"}
+
+
+class TooBusy(InputRejected):
+    """The model's queue already holds its bound of images: refused at once, before any work."""
+
+    error_code = HTTPStatus.TOO_MANY_REQUESTS
+    reason = "too_busy"
+    headers = {"Retry-After": "1"}
 
 
 class UnknownModel(InputRejected):

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 from torch import nn
 
 from exported import Preprocessing, load_model
-from exported.store import ONNX_FILE
+from exported.store import ONNX_FILE, verified_file
 from service import metrics
 from service.batcher import MicroBatcher
 from service.catalog import CatalogEntry
@@ -82,7 +82,8 @@ class OnnxNetwork:
 def load_network(entry: CatalogEntry, settings: ServiceSettings, device: torch.device) -> Network:
     """The backend the settings ask for: `auto` is ONNX Runtime on the CPU when the model was exported
     with its ONNX graph (`python -m training export --onnx`), else PyTorch."""
-    graph = Path(entry.ref.stored.path_of(ONNX_FILE))
+    stored = entry.ref.stored
+    graph = Path(stored.path_of(ONNX_FILE))
     backend = settings.backend
     if backend == "auto":
         backend = "onnx" if device.type == "cpu" and graph.is_file() else "torch"
@@ -95,6 +96,7 @@ def load_network(entry: CatalogEntry, settings: ServiceSettings, device: torch.d
             f"CONVNET_BACKEND=onnx but {entry.tag} has no ONNX graph: export it with "
             "`python -m training export <run> --onnx`"
         )
+    graph = verified_file(stored, entry.card, ONNX_FILE)
     return OnnxNetwork(graph, entry.card.preprocessing, settings.threads_per_worker)
 
 
@@ -129,6 +131,7 @@ class LoadedModel:
             network,
             max_batch_size=max_batch_size,
             max_latency_s=settings.latency_ms(entry.name) / 1000,
+            max_queued=settings.max_queued_images,
         )
         self._preprocess_seconds = metrics.preprocess_seconds.labels(entry.name)
         self._predicted: dict[str, Counter] = {}  # label -> its counter, created on first use

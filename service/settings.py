@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
     # than max_latency_ms is answered 503 instead (overload). Per-model values in `models` win.
     max_batch_size: int = Field(64, ge=1)
     max_latency_ms: PositiveInt = 1000
+    # Images waiting for a batch, per model and worker: past it, requests get 429 with Retry-After.
+    max_queued_images: PositiveInt = 512
 
     # Input limits: anything beyond them is refused with a 4xx before it reaches a model.
     max_images_per_request: PositiveInt = 64
@@ -78,6 +80,11 @@ class ServiceSettings(BaseSettings):
                     max_latency_ms=self.photo_max_latency_ms,
                 ),
             }
+        if self.max_queued_images < self.max_images_per_request:
+            raise ValueError(
+                f"CONVNET_MAX_QUEUED_IMAGES={self.max_queued_images} is below "
+                f"CONVNET_MAX_IMAGES_PER_REQUEST={self.max_images_per_request}: such requests could never run"
+            )
         cores = available_cores()
         if self.torch_threads is not None and self.workers * self.torch_threads > cores:
             raise ValueError(

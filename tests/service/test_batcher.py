@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from service.batcher import MicroBatcher
-from service.errors import Overloaded
+from service.errors import Overloaded, TooBusy
 
 
 class Forward:
@@ -43,7 +43,7 @@ def forward() -> Forward:
 
 @pytest.fixture
 def batcher(forward: Forward) -> Iterator[MicroBatcher]:
-    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10)
+    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=100)
     yield batcher
     forward.release.set()
     batcher.close()
@@ -73,7 +73,7 @@ def test_concurrent_requests_share_one_forward_pass_with_exact_outputs(
 
 def test_a_lone_request_does_not_wait(forward: Forward) -> None:
     forward.release.set()
-    batcher = MicroBatcher("test", forward, max_batch_size=64, max_latency_s=10)
+    batcher = MicroBatcher("test", forward, max_batch_size=64, max_latency_s=10, max_queued=100)
     try:
         result = asyncio.run(batcher.submit(images(5)))
     finally:
@@ -91,7 +91,7 @@ def test_batches_stop_at_the_size_limit_and_a_large_request_runs_alone(
 
 
 def test_images_that_waited_too_long_are_refused_as_overloaded(forward: Forward) -> None:
-    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=0.05)
+    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=0.05, max_queued=100)
     try:
         first, second = asyncio.run(held(batcher, forward, images(1), images(2), hold_s=0.2))
         later = asyncio.run(batcher.submit(images(3)))
@@ -105,7 +105,7 @@ def test_images_that_waited_too_long_are_refused_as_overloaded(forward: Forward)
 
 def test_a_failing_batch_fails_only_its_requests() -> None:
     forward = Forward(fail_on=2)
-    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10)
+    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=100)
     try:
         (failed,) = asyncio.run(held(batcher, forward, images(1, 2)))
         ok = asyncio.run(batcher.submit(images(7)))
@@ -116,7 +116,7 @@ def test_a_failing_batch_fails_only_its_requests() -> None:
 
 
 def test_close_answers_everything_queued(forward: Forward) -> None:
-    batcher = MicroBatcher("test", forward, max_batch_size=2, max_latency_s=10)
+    batcher = MicroBatcher("test", forward, max_batch_size=2, max_latency_s=10, max_queued=100)
 
     async def scenario() -> list[torch.Tensor]:
         pending = [asyncio.ensure_future(batcher.submit(images(v))) for v in (1, 2, 3)]
@@ -129,3 +129,16 @@ def test_close_answers_everything_queued(forward: Forward) -> None:
     results = asyncio.run(scenario())
     assert [r.item() for r in results] == [3.0, 5.0, 7.0]
     assert sum(forward.batch_sizes) == 3
+
+
+def test_past_the_queue_bound_requests_are_refused_at_once_and_the_queue_recovers(forward: Forward) -> None:
+    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=5)
+    try:
+        results = asyncio.run(held(batcher, forward, images(1, 2), images(3, 4), images(5), images(6)))
+        after = asyncio.run(batcher.submit(images(7, 8, 9, 10, 11)))  # exactly the bound fits again
+    finally:
+        batcher.close()
+    assert [r.flatten().tolist() for r in results[:3]] == [[3.0, 5.0], [7.0, 9.0], [11.0]]
+    assert isinstance(results[3], TooBusy) and results[3].error_code == 429
+    assert "has 5 images queued (the limit is 5)" in str(results[3])
+    assert len(after) == 5

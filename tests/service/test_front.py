@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.errors import NotAnImage
+from service.errors import NotAnImage, TooBusy
 from service.front import ClassifyFront, read_base64
 
 LIMIT = 1000
@@ -24,6 +24,8 @@ calls: list[tuple[str, list[bytes]]] = []
 async def classify(model: str, files: Sequence[bytes]) -> list[dict[str, Any]]:
     if b"bad" in files:
         raise NotAnImage(f"images[{list(files).index(b'bad')}]: not an image")
+    if b"busy" in files:
+        raise TooBusy("the mnist model has 512 images queued (the limit is 512)")
     calls.append((model, list(files)))
     return [{"model": model, "bytes": len(data)} for data in files]
 
@@ -77,6 +79,12 @@ def test_a_rejected_image_is_a_json_4xx_with_its_reason() -> None:
     response = post("/classify/mnist", files=upload(b"ok", b"bad"))
     assert response.status_code == 400
     assert response.json() == {"error": "images[1]: not an image", "reason": "not_an_image"}
+
+
+def test_a_full_queue_is_429_with_retry_after() -> None:
+    response = post("/classify/mnist", files=upload(b"busy"))
+    assert (response.status_code, response.json()["reason"]) == (429, "too_busy")
+    assert response.headers["retry-after"] == "1"
 
 
 def test_declared_body_over_the_limit_is_413() -> None:
