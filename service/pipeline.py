@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from service.decoding import decode_image
+from service.decoding import decode_image, open_image
 from service.errors import InputRejected, NoImages, TooManyImages
 from service.preprocess import InputTransform
+
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def prepare(
@@ -27,10 +30,7 @@ def prepare(
 
     Errors name the image's index.
     """
-    if not files:
-        raise NoImages("no images: send one or more image files in the field 'images'")
-    if len(files) > max_images:
-        raise TooManyImages(f"{len(files)} images in one request, over the limit of {max_images}")
+    _check_count(files, max_images)
     tensors = []
     for index, data in enumerate(files):
         try:
@@ -38,6 +38,43 @@ def prepare(
         except InputRejected as error:
             raise type(error)(f"images[{index}]: {error}") from None
     return torch.stack(tensors)
+
+
+def prepare_jpegs_on(
+    device: torch.device,
+    files: Sequence[bytes],
+    transform: InputTransform,
+    *,
+    max_images: int,
+    max_pixels: int,
+) -> torch.Tensor | None:
+    """A request of JPEG files decoded together on `device` (nvJPEG on CUDA) and resized there.
+
+    The headers are checked on the CPU first, like `prepare` does. None when a file is not a JPEG or
+    does not decode: `prepare` then handles the request on the CPU, with its exact errors.
+    """
+    _check_count(files, max_images)
+    if not all(data.startswith(JPEG_MAGIC) for data in files):
+        return None
+    for index, data in enumerate(files):
+        try:
+            open_image(data, max_pixels=max_pixels)
+        except InputRejected as error:
+            raise type(error)(f"images[{index}]: {error}") from None
+    mode = ImageReadMode.GRAY if transform.spec.channels == 1 else ImageReadMode.RGB
+    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in files]
+    try:
+        decoded = decode_jpeg(encoded, mode=mode, device=device, apply_exif_orientation=True)
+    except RuntimeError:
+        return None
+    return torch.stack([transform.resize(pixels) for pixels in decoded])
+
+
+def _check_count(files: Sequence[bytes], max_images: int) -> None:
+    if not files:
+        raise NoImages("no images: send one or more image files in the field 'images'")
+    if len(files) > max_images:
+        raise TooManyImages(f"{len(files)} images in one request, over the limit of {max_images}")
 
 
 def top_k(

@@ -31,7 +31,11 @@ class InputTransform:
         if image.mode != spec.pil_mode:
             image = image.convert(spec.pil_mode)
         pixels = torch.from_numpy(np.array(image))  # a writable copy, (H, W) or (H, W, C)
-        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+        return self.resize(pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1))
+
+    def resize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (C, H, W) in the model's colour mode, on any device -> the model's input size."""
+        spec = self.spec
         if spec.resize_size is None:
             return F.resize(pixels, list(spec.input_size), interpolation=self.interpolation, antialias=True)
         pixels = F.resize(pixels, spec.resize_size, interpolation=self.interpolation, antialias=True)

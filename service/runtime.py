@@ -19,7 +19,7 @@ from service import metrics
 from service.batcher import MicroBatcher
 from service.catalog import CatalogEntry
 from service.errors import ModelNotLoaded
-from service.pipeline import prepare, top_k
+from service.pipeline import prepare, prepare_jpegs_on, top_k
 from service.preprocess import InputTransform, normalize
 from service.settings import ServiceSettings
 
@@ -41,8 +41,8 @@ class TorchNetwork:
     """A forward pass in PyTorch: uint8 batch (N, C, H, W) -> class probabilities (N, classes) on the CPU.
 
     The batch is normalised on the device and runs in channels_last (faster for convolutions on CPU
-    and GPU alike); on CUDA it is copied from pinned memory without blocking and runs under float16
-    autocast, with the softmax in float32.
+    and GPU alike); on CUDA it runs under float16 autocast, with the softmax in float32. (A CUDA
+    worker's requests arrive on the GPU already: see `LoadedModel.prepare`.)
     """
 
     def __init__(self, model: nn.Module, spec: Preprocessing, device: torch.device) -> None:
@@ -53,9 +53,7 @@ class TorchNetwork:
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            if self.cuda:
-                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
-            batch = normalize(pixels, self.spec).contiguous(memory_format=torch.channels_last)
+            batch = normalize(pixels.to(self.device), self.spec).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda):
                 logits = self.model(batch)
             return logits.float().softmax(dim=1).cpu()
@@ -117,6 +115,7 @@ class LoadedModel:
     def __init__(self, entry: CatalogEntry, settings: ServiceSettings, device: torch.device) -> None:
         self.entry = entry
         self.settings = settings
+        self.device = device
         spec = entry.card.preprocessing
         self.transform = InputTransform(spec)
         network = load_network(entry, settings, device)
@@ -154,12 +153,7 @@ class LoadedModel:
         """Decode and preprocess this request's images, join a batch, answer the top-k of each."""
         settings = self.settings
         start = time.perf_counter()
-        pixels = prepare(
-            files,
-            self.transform,
-            max_images=settings.max_images_per_request,
-            max_pixels=settings.max_image_pixels,
-        )
+        pixels = self.prepare(files)
         self._preprocess_seconds.observe(time.perf_counter() - start)
         probabilities = await self.batcher.submit(pixels)
         tag = self.entry.tag
@@ -172,6 +166,23 @@ class LoadedModel:
                 self._predicted[label] = metrics.predictions_total.labels(self.entry.name, label)
             self._predicted[label].inc()
         return results
+
+    def prepare(self, files: Sequence[bytes]) -> torch.Tensor:
+        """The request's images as one uint8 tensor on the model's device.
+
+        On CUDA, a request of JPEG files is decoded on the GPU with nvJPEG (and resized there); anything
+        else is decoded on the CPU and copied over from pinned memory without blocking.
+        """
+        limits = {
+            "max_images": self.settings.max_images_per_request,
+            "max_pixels": self.settings.max_image_pixels,
+        }
+        if self.device.type != "cuda":
+            return prepare(files, self.transform, **limits)
+        pixels = prepare_jpegs_on(self.device, files, self.transform, **limits)
+        if pixels is None:
+            pixels = prepare(files, self.transform, **limits).pin_memory().to(self.device, non_blocking=True)
+        return pixels
 
 
 class LoadedModels:

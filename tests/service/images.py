@@ -11,6 +11,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from exported import Preprocessing
+
+# The classic ImageNet eval preprocessing: shorter side to 256, centre crop 224.
+IMAGENET = Preprocessing(
+    input_size=(224, 224), channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize_size=256
+)
+
 
 def mnist_test_digits(mnist_dir: Path, count: int) -> tuple[list[np.ndarray], list[int]]:
     """The first `count` digits of the real MNIST test split (28x28 uint8) and their labels."""

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from exported.preprocessing import MNIST_PREPROCESSING
-from service.errors import NoImages, NotAnImage, TooManyImages
-from service.pipeline import prepare, top_k
+from service.errors import NoImages, NotAnImage, TooManyImages, TooManyPixels
+from service.pipeline import prepare, prepare_jpegs_on, top_k
 from service.preprocess import InputTransform
 from service.settings import ServiceSettings, available_cores
+from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
 
 
@@ -86,3 +87,23 @@ def test_model_names_must_be_route_segments(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("CONVNET_MODELS", '{"Bad/Name": {"tag": "x:1"}}')
     with pytest.raises(ValueError, match="pattern"):
         ServiceSettings()
+
+
+def test_jpegs_decoded_by_torchvision_equal_the_cpu_path() -> None:
+    """The CUDA workers' JPEG path (torchvision's decode_jpeg: nvJPEG on a GPU), run on the CPU here."""
+    photos = [path.read_bytes() for path in sorted(HYMENOPTERA_DIR.glob("val/*/*.jpg"))[:6]]
+    transform = InputTransform(images.IMAGENET)
+    on_device = prepare_jpegs_on(torch.device("cpu"), photos, transform, max_images=8, max_pixels=10**7)
+    assert on_device is not None
+    assert torch.equal(on_device, prepare(photos, transform, max_images=8, max_pixels=10**7))
+
+
+def test_other_formats_and_corrupt_jpegs_are_left_to_the_cpu_path(digits: list[bytes]) -> None:
+    photo = next(HYMENOPTERA_DIR.glob("val/ants/*.jpg")).read_bytes()
+    transform = InputTransform(images.IMAGENET)
+    cpu = torch.device("cpu")
+    assert prepare_jpegs_on(cpu, [photo, digits[0]], transform, max_images=8, max_pixels=10**7) is None
+    truncated = photo[: len(photo) // 3]
+    assert prepare_jpegs_on(cpu, [truncated], transform, max_images=8, max_pixels=10**7) is None
+    with pytest.raises(TooManyPixels, match=r"^images\[0\]: "):
+        prepare_jpegs_on(cpu, [photo], transform, max_images=8, max_pixels=1000)

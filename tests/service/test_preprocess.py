@@ -15,10 +15,6 @@ from service.preprocess import InputTransform, normalize
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
 
-IMAGENET = Preprocessing(
-    input_size=(224, 224), channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize_size=256
-)
-
 
 def served(spec: Preprocessing, image: Image.Image) -> torch.Tensor:
     pixels = InputTransform(spec)(image)
@@ -39,7 +35,7 @@ def test_mnist_digits_of_any_size_and_mode(mnist_dir: Path) -> None:
 def test_real_photos_with_resize_and_centre_crop(interpolation: str) -> None:
     photos = sorted(HYMENOPTERA_DIR.glob("val/*/*.jpg"))[::15]
     assert photos, f"real photos are expected in {HYMENOPTERA_DIR}"
-    spec = IMAGENET.model_copy(update={"interpolation": interpolation})
+    spec = images.IMAGENET.model_copy(update={"interpolation": interpolation})
     evaluated = spec.eval_transform()
     for path in photos:
         with Image.open(path) as photo:
@@ -53,7 +49,7 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_close_to_the_full_decode() -
     least the resize size, and the model input is within a few levels of the full decode's."""
     with Image.open(sorted(HYMENOPTERA_DIR.glob("val/ants/*.jpg"))[3]) as photo:
         large = images.encode(photo.convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC), "JPEG")
-    transform = InputTransform(IMAGENET)
+    transform = InputTransform(images.IMAGENET)
     drafted = decode_image(large, max_pixels=25_000_000, min_side=transform.min_side)
     full = decode_image(large, max_pixels=25_000_000)
     assert drafted.size == (504, 378) and full.size == (4032, 3024)
