@@ -22,6 +22,7 @@ from service.errors import CorruptImage, EmptyImage, NotAnImage, TooManyPixels, 
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 _TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
+DRAFT_MIN_PIXELS = 2_000_000
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 # The explicit width x height check below refuses these images; PIL's warning would only add noise.
@@ -51,14 +52,21 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
 def decode_image(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
     """Decode the first frame of `data`; the result's mode is 'L' or 'RGB'.
 
-    With `min_side`, a JPEG at least twice that size is decoded at the smallest scale of 1/2, 1/4 or
-    1/8 (libjpeg's DCT scaling, `Image.draft`) whose shorter side is still `min_side` or more: the
-    preprocessing downsizes it anyway, and a 12-megapixel photo decodes about 5x faster.
+    With `min_side` (the shorter side the preprocessing resizes to), a JPEG of DRAFT_MIN_PIXELS or more
+    and at least 4x that side is decoded at the smallest scale of 1/2, 1/4 or 1/8 (libjpeg's DCT
+    scaling, `Image.draft`) that keeps twice `min_side`: the preprocessing downsizes it anyway. A
+    12-megapixel photo then decodes 5x faster, and the model's 224x224 input differs from the full
+    decode's by 0.2 levels of 255 on average (3 at most). Smaller photos decode exactly as in training.
     """
     image = open_image(data, max_pixels=max_pixels)
-    shorter = min(image.width, image.height)
-    if min_side is not None and image.format == "JPEG" and shorter >= 2 * min_side:
-        scale = min_side / shorter
+    shorter = min(image.size)
+    if (
+        min_side
+        and image.format == "JPEG"
+        and image.width * image.height >= DRAFT_MIN_PIXELS
+        and shorter >= 4 * min_side
+    ):
+        scale = 2 * min_side / shorter
         image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
     try:
         image.load()
