@@ -55,8 +55,9 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int | None = None) -
     With `min_side` (the shorter side the preprocessing resizes to), a JPEG of DRAFT_MIN_PIXELS or more
     and at least 4x that side is decoded at the smallest scale of 1/2, 1/4 or 1/8 (libjpeg's DCT
     scaling, `Image.draft`) that keeps twice `min_side`: the preprocessing downsizes it anyway. A
-    12-megapixel photo then decodes 5x faster, and the model's 224x224 input differs from the full
-    decode's by 0.2 levels of 255 on average (3 at most). Smaller photos decode exactly as in training.
+    12-megapixel photo then decodes 3.6x faster (79 -> 22 ms here), and the model's 224x224 input
+    differs from the full decode's by 0.2 levels of 255 on average (3 at most). Smaller photos decode
+    exactly as in training.
     """
     image = open_image(data, max_pixels=max_pixels)
     shorter = min(image.size)
