@@ -9,7 +9,6 @@ the process it arrived in.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from service.errors import ModelNotLoaded, UnknownModel
 from service.front import PREFIX, ClassifyFront, read_base64
 from service.schemas import Classification
 from service.settings import ServiceSettings
-
-logger = logging.getLogger(__name__)
 
 settings = ServiceSettings()
 catalog = build_catalog(settings)
@@ -84,7 +81,9 @@ def _base64_api(model: str) -> APIMethod:
 
 
 # The model table becomes the service's APIs and its model references (which put the models into the
-# bento at `bentoml build`).
+# bento at `bentoml build`). Over HTTP, `ClassifyFront` answers these routes before BentoML's API
+# handling (front.py says why); the API methods give BentoML the routes' schema (/docs.json), its
+# clients their names (`SyncHTTPClient.classify_mnist`), and in-process callers the same classification.
 for _name in settings.models:
     setattr(ImageClassifier, f"classify_{_name}", _upload_api(_name))
     setattr(ImageClassifier, f"classify_{_name}_base64", _base64_api(_name))
