@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,9 +56,12 @@ class MicroBatcher:
         *,
         max_batch_size: int,
         max_latency_s: float,
+        join: Callable[[Sequence[torch.Tensor]], torch.Tensor] = torch.cat,
     ) -> None:
+        """`join` makes one batch of several requests' inputs."""
         self.name = name
         self.forward = forward
+        self.join = join
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -101,7 +104,7 @@ class MicroBatcher:
             for _ in range(len(request.pixels)):
                 self._waited.observe(wait)
         try:
-            pixels = batch[0].pixels if len(batch) == 1 else torch.cat([r.pixels for r in batch])
+            pixels = batch[0].pixels if len(batch) == 1 else self.join([r.pixels for r in batch])
             results = self.forward(pixels)
         except Exception as error:  # a failing model fails this batch, never the thread
             logger.exception("forward pass of %s failed", self.name)

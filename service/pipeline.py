@@ -1,7 +1,8 @@
 """The steps of one classification as pure functions (litserve's decode -> batch -> predict -> unbatch).
 
-A worker runs `prepare` per request (so a bad image fails only its own request), the batcher runs the
-network once per batch, and `top_k` turns each image's probabilities into the answer.
+A worker runs `prepare` (image files) or `prepare_pixels` (already-preprocessed pixels) per request, so
+a bad input fails only its own request; the batcher runs the network once per batch, and `top_k` turns
+each image's probabilities into the answer.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
+from exported import Preprocessing
 from service.decoding import decode_image
-from service.errors import InputRejected, NoImages, TooManyImages
-from service.preprocess import InputTransform
+from service.errors import InputRejected, InvalidTensor, NoImages, TooManyImages
+from service.preprocess import InputTransform, denormalize
 
 
 def prepare(
@@ -29,8 +32,7 @@ def prepare(
     """
     if not files:
         raise NoImages("no images: send one or more image files in the field 'images'")
-    if len(files) > max_images:
-        raise TooManyImages(f"{len(files)} images in one request, over the limit of {max_images}")
+    _check_count(len(files), max_images)
     tensors = []
     for index, data in enumerate(files):
         try:
@@ -38,6 +40,27 @@ def prepare(
         except InputRejected as error:
             raise type(error)(f"images[{index}]: {error}") from None
     return torch.stack(tensors)
+
+
+def prepare_pixels(pixels: np.ndarray, spec: Preprocessing, *, max_images: int) -> torch.Tensor:
+    """Already-preprocessed float32 pixels (k, C, H, W), normalised as the card says -> the batcher's
+    float32 scaled to [0, 1] (`preprocess.denormalize`)."""
+    expected = (spec.channels, *spec.input_size)
+    if pixels.ndim != 4 or pixels.shape[1:] != expected:
+        raise InvalidTensor(
+            f"pixels of shape {list(pixels.shape)}: this model takes [N, {', '.join(map(str, expected))}]"
+        )
+    if not len(pixels):
+        raise NoImages("no images: the pixels tensor holds 0 images")
+    _check_count(len(pixels), max_images)
+    if not np.isfinite(pixels).all():
+        raise InvalidTensor("pixels must be finite numbers (no NaN or infinity)")
+    return denormalize(torch.from_numpy(np.array(pixels, dtype=np.float32)), spec)  # a writable copy
+
+
+def _check_count(count: int, max_images: int) -> None:
+    if count > max_images:
+        raise TooManyImages(f"{count} images in one request, over the limit of {max_images}")
 
 
 def top_k(
