@@ -11,6 +11,7 @@ import torch
 
 from service.batcher import MicroBatcher
 from service.errors import Overloaded
+from service.preprocess import concat
 
 
 class Forward:
@@ -129,3 +130,15 @@ def test_close_answers_everything_queued(forward: Forward) -> None:
     results = asyncio.run(scenario())
     assert [r.item() for r in results] == [3.0, 5.0, 7.0]
     assert sum(forward.batch_sizes) == 3
+
+
+def test_requests_are_joined_with_the_given_join(forward: Forward) -> None:
+    """The runtime joins uint8 images and float32 pixels (scaled to [0, 1]) with `preprocess.concat`."""
+    mixed = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, join=concat)
+    try:
+        floats = torch.tensor([0.5]).reshape(1, 1, 1, 1)
+        uint8, float32 = asyncio.run(held(mixed, forward, images(255), floats))
+    finally:
+        mixed.close()
+    assert forward.batch_sizes == [1, 2]
+    assert uint8.flatten().tolist() == [3.0] and float32.flatten().tolist() == [2.0]
