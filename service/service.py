@@ -3,7 +3,8 @@
 Every worker process serves every model of the table (`CONVNET_MODELS`, by default mnist and photo)
 on its own: the HTTP front (`front.ClassifyFront`) parses and checks a request, the worker decodes
 and preprocesses its images, the model's batcher merges them with concurrent requests' images into
-one forward pass, and the front answers the top-k labels of each image, in order. No request leaves
+one forward pass, and the front answers the top-k labels of each image, in order. The Open Inference
+Protocol's routes (`v2.V2Front`, under /v2) take the same path to the same batcher. No request leaves
 the process it arrived in.
 """
 
