@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -141,6 +142,15 @@ def test_json_images_reach_infer_as_files_and_probabilities_come_back() -> None:
     assert output["data"] == pytest.approx(PROBABILITIES.ravel().tolist())
 
 
+def test_a_model_version_in_the_path_must_be_the_served_one() -> None:
+    document = {"inputs": [images_input(b"a")]}
+    served = request("POST", "/v2/models/mnist/versions/abc123/infer", json=document)
+    assert served.status_code == 200 and served.json()["model_version"] == "abc123"
+    other = request("POST", "/v2/models/mnist/versions/old/infer", json=document)
+    assert other.status_code == 404 and "has no version 'old'" in other.json()["error"]
+    assert calls == [("mnist", [b"a"])]
+
+
 def test_classification_extension_gives_score_index_label() -> None:
     outputs = [{"name": "probabilities", "parameters": {"classification": 2}}]
     response = infer_json({"inputs": [images_input(b"a", b"b")], "outputs": outputs})
@@ -198,8 +208,6 @@ def test_pixels_reach_infer_as_a_float32_array(binary: bool) -> None:
 
 
 def test_a_rejected_image_keeps_its_status_and_is_counted() -> None:
-    from prometheus_client import REGISTRY
-
     def rejected() -> float:
         labels = {"model": "mnist", "reason": "not_an_image"}
         return REGISTRY.get_sample_value("convnet_rejected_inputs_total", labels) or 0
