@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -58,9 +58,12 @@ class MicroBatcher:
         max_batch_size: int,
         max_latency_s: float,
         max_queued: int,
+        join: Callable[[Sequence[torch.Tensor]], torch.Tensor] = torch.cat,
     ) -> None:
+        """`join` makes one batch of several requests' inputs."""
         self.name = name
         self.forward = forward
+        self.join = join
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.max_queued = max_queued
@@ -114,7 +117,7 @@ class MicroBatcher:
             for _ in range(len(request.pixels)):
                 self._waited.observe(wait)
         try:
-            pixels = batch[0].pixels if len(batch) == 1 else torch.cat([r.pixels for r in batch])
+            pixels = batch[0].pixels if len(batch) == 1 else self.join([r.pixels for r in batch])
             results = self.forward(pixels)
         except Exception as error:  # a failing model fails this batch, never the thread
             logger.exception("forward pass of %s failed", self.name)

@@ -104,3 +104,19 @@ class TooBusy(InputRejected):
 class UnknownModel(InputRejected):
     error_code = HTTPStatus.NOT_FOUND
     reason = "unknown_model"
+
+
+class InvalidTensor(InputRejected):
+    """An Open Inference Protocol tensor with the wrong name, datatype, shape or data."""
+
+    reason = "invalid_tensor"
+
+
+class UnknownRoute(InputRejected):
+    error_code = HTTPStatus.NOT_FOUND
+    reason = "unknown_route"
+
+
+class MethodNotAllowed(InputRejected):
+    error_code = HTTPStatus.METHOD_NOT_ALLOWED
+    reason = "method_not_allowed"

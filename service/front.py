@@ -65,7 +65,7 @@ class ClassifyFront:
             return
         model, base64 = route
         try:
-            body = await self._read_body(scope, receive)
+            body = await read_body(scope, receive, self.max_bytes)
             files = _base64_files(scope, body) if base64 else _uploaded_files(scope, body)
             answer = await self.classify(model, files)
         except InputRejected as error:
@@ -85,26 +85,26 @@ class ClassifyFront:
         model = model.removesuffix(BASE64_SUFFIX)
         return (model, base64) if model in self.models else None
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise BodyTooLarge(
-                f"request body of {int(declared):,} bytes is over the limit of {self.max_bytes:,}"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise BodyTooLarge(f"request body is over the limit of {self.max_bytes:,} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """The request body; `BodyTooLarge` (413) from Content-Length before reading, or while reading."""
+    declared = Headers(scope=scope).get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(f"request body of {int(declared):,} bytes is over the limit of {max_bytes:,}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge(f"request body is over the limit of {max_bytes:,} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 def read_base64(text: str) -> bytes:

@@ -1,7 +1,8 @@
 """The steps of one classification as pure functions (litserve's decode -> batch -> predict -> unbatch).
 
-A worker runs `prepare` per request (so a bad image fails only its own request), the batcher runs the
-network once per batch, and `top_k` turns each image's probabilities into the answer.
+A worker runs `prepare` (image files) or `prepare_pixels` (already-preprocessed pixels) per request, so
+a bad input fails only its own request; the batcher runs the network once per batch, and `top_k` turns
+each image's probabilities into the answer.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from exported import Preprocessing
 from service.decoding import decode_image, open_image
-from service.errors import InputRejected, NoImages, TooManyImages
-from service.preprocess import InputTransform
+from service.errors import InputRejected, InvalidTensor, NoImages, TooManyImages
+from service.preprocess import InputTransform, denormalize
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -30,7 +33,9 @@ def prepare(
 
     Errors name the image's index.
     """
-    _check_count(files, max_images)
+    if not files:
+        raise NoImages("no images: send one or more image files in the field 'images'")
+    _check_count(len(files), max_images)
     tensors = []
     for index, data in enumerate(files):
         try:
@@ -50,11 +55,11 @@ def prepare_jpegs_on(
 ) -> torch.Tensor | None:
     """A request of JPEG files decoded together on `device` (nvJPEG on CUDA) and resized there.
 
-    The headers are checked on the CPU first, like `prepare` does. None when a file is not a JPEG or
-    does not decode: `prepare` then handles the request on the CPU, with its exact errors.
+    The headers are checked on the CPU first, like `prepare` does. None when the request is empty or
+    over the image limit, a file is not a JPEG or one does not decode: `prepare` then handles the
+    request on the CPU, with its exact errors.
     """
-    _check_count(files, max_images)
-    if not all(data.startswith(JPEG_MAGIC) for data in files):
+    if not files or len(files) > max_images or not all(data.startswith(JPEG_MAGIC) for data in files):
         return None
     for index, data in enumerate(files):
         try:
@@ -70,11 +75,25 @@ def prepare_jpegs_on(
     return torch.stack([transform.resize(pixels) for pixels in decoded])
 
 
-def _check_count(files: Sequence[bytes], max_images: int) -> None:
-    if not files:
-        raise NoImages("no images: send one or more image files in the field 'images'")
-    if len(files) > max_images:
-        raise TooManyImages(f"{len(files)} images in one request, over the limit of {max_images}")
+def prepare_pixels(pixels: np.ndarray, spec: Preprocessing, *, max_images: int) -> torch.Tensor:
+    """Already-preprocessed float32 pixels (k, C, H, W), normalised as the card says -> the batcher's
+    float32 scaled to [0, 1] (`preprocess.denormalize`)."""
+    expected = (spec.channels, *spec.input_size)
+    if pixels.ndim != 4 or pixels.shape[1:] != expected:
+        raise InvalidTensor(
+            f"pixels of shape {list(pixels.shape)}: this model takes [N, {', '.join(map(str, expected))}]"
+        )
+    if not len(pixels):
+        raise NoImages("no images: the pixels tensor holds 0 images")
+    _check_count(len(pixels), max_images)
+    if not np.isfinite(pixels).all():
+        raise InvalidTensor("pixels must be finite numbers (no NaN or infinity)")
+    return denormalize(torch.from_numpy(np.array(pixels, dtype=np.float32)), spec)  # a writable copy
+
+
+def _check_count(count: int, max_images: int) -> None:
+    if count > max_images:
+        raise TooManyImages(f"{count} images in one request, over the limit of {max_images}")
 
 
 def top_k(

@@ -8,6 +8,8 @@ queue at a quarter of their float32 size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image
@@ -43,5 +45,22 @@ class InputTransform:
 
 
 def normalize(batch: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
-    """uint8 batch (N, C, H, W) -> float32 scaled to [0, 1] and normalised with the card's mean and std."""
+    """uint8 batch (N, C, H, W) -> float32 scaled to [0, 1] and normalised with the card's mean and std
+    (a float32 batch is taken as already scaled to [0, 1])."""
     return F.normalize(F.to_dtype(batch, torch.float32, scale=True), list(spec.mean), list(spec.std))
+
+
+def denormalize(pixels: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """Float32 pixels (N, C, H, W) normalised with the card's mean and std -> scaled to [0, 1], which
+    `normalize` turns back into the same values: already-preprocessed inputs join the batches of images."""
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
+    return pixels * std + mean
+
+
+def concat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One batch from requests' pixels, uint8 (0-255) or float32 scaled to [0, 1]; when both kinds
+    meet, the uint8 parts are scaled to float32 too (`normalize` leaves float32 unscaled)."""
+    if len({part.dtype for part in parts}) == 1:
+        return torch.cat(list(parts))
+    return torch.cat([F.to_dtype(part, torch.float32, scale=True) for part in parts])

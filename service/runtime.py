@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime
 import torch
 from prometheus_client import Counter
@@ -19,8 +20,8 @@ from service import metrics
 from service.batcher import MicroBatcher
 from service.catalog import CatalogEntry
 from service.errors import ModelNotLoaded
-from service.pipeline import prepare, prepare_jpegs_on, top_k
-from service.preprocess import InputTransform, normalize
+from service.pipeline import prepare, prepare_jpegs_on, prepare_pixels, top_k
+from service.preprocess import InputTransform, concat, normalize
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class LoadedModel:
             max_batch_size=max_batch_size,
             max_latency_s=settings.latency_ms(entry.name) / 1000,
             max_queued=settings.max_queued_images,
+            join=concat,
         )
         self._preprocess_seconds = metrics.preprocess_seconds.labels(entry.name)
         self._predicted: dict[str, Counter] = {}  # label -> its counter, created on first use
@@ -150,22 +152,36 @@ class LoadedModel:
         )
 
     async def classify(self, files: Sequence[bytes]) -> list[dict[str, Any]]:
-        """Decode and preprocess this request's images, join a batch, answer the top-k of each."""
-        settings = self.settings
+        """The top-k labels of each image file, in order."""
+        probabilities = await self.probabilities(files)
+        tag, labels = self.entry.tag, self.entry.card.labels
+        return top_k(probabilities, labels, self.settings.top_k, name=tag.name, version=tag.version or "")
+
+    async def probabilities(self, files: Sequence[bytes]) -> torch.Tensor:
+        """Decode and preprocess this request's images, join a batch: their probabilities (k, classes)."""
         start = time.perf_counter()
         pixels = self.prepare(files)
         self._preprocess_seconds.observe(time.perf_counter() - start)
-        probabilities = await self.batcher.submit(pixels)
-        tag = self.entry.tag
-        results = top_k(
-            probabilities, self.entry.card.labels, settings.top_k, name=tag.name, version=tag.version or ""
+        return await self._submit(pixels)
+
+    async def probabilities_of_pixels(self, pixels: np.ndarray) -> torch.Tensor:
+        """The same for already-preprocessed float32 pixels (k, C, H, W), normalised as the card says."""
+        start = time.perf_counter()
+        batch = prepare_pixels(
+            pixels, self.entry.card.preprocessing, max_images=self.settings.max_images_per_request
         )
-        for result in results:
-            label = result["predictions"][0]["label"]
+        self._preprocess_seconds.observe(time.perf_counter() - start)
+        return await self._submit(batch.to(self.device))
+
+    async def _submit(self, pixels: torch.Tensor) -> torch.Tensor:
+        probabilities = await self.batcher.submit(pixels)
+        labels = self.entry.card.labels
+        for index in probabilities.argmax(dim=1).tolist():
+            label = labels[index]
             if label not in self._predicted:
                 self._predicted[label] = metrics.predictions_total.labels(self.entry.name, label)
             self._predicted[label].inc()
-        return results
+        return probabilities
 
     def prepare(self, files: Sequence[bytes]) -> torch.Tensor:
         """The request's images as one uint8 tensor on the model's device.

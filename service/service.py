@@ -3,7 +3,8 @@
 Every worker process serves every model of the table (`CONVNET_MODELS`, by default mnist and photo)
 on its own: the HTTP front (`front.ClassifyFront`) parses and checks a request, the worker decodes
 and preprocesses its images, the model's batcher merges them with concurrent requests' images into
-one forward pass, and the front answers the top-k labels of each image, in order. No request leaves
+one forward pass, and the front answers the top-k labels of each image, in order. The Open Inference
+Protocol's routes (`v2.V2Front`, under /v2) take the same path to the same batcher. No request leaves
 the process it arrived in.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import numpy as np
 from _bentoml_sdk.method import APIMethod  # what bentoml.api returns; not re-exported by bentoml
 from pydantic import Field
 from starlette.applications import Starlette
@@ -26,6 +28,8 @@ from service.errors import ModelNotLoaded, UnknownModel
 from service.front import PREFIX, ClassifyFront, read_base64
 from service.schemas import Classification
 from service.settings import ServiceSettings
+from service.v2 import PREFIX as V2_PREFIX
+from service.v2 import ServedModel, V2Front
 
 settings = ServiceSettings()
 catalog = build_catalog(settings)
@@ -56,6 +60,14 @@ class ImageClassifier:
     async def classify(self, model: str, files: Sequence[bytes]) -> list[dict[str, Any]]:
         """Top-k labels of each image file, in order; an `InputRejected` names what is wrong."""
         return await self.models.get(model).classify(files)
+
+    async def probabilities(self, model: str, inputs: Sequence[bytes] | np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) of image files, or of already-preprocessed float32 pixels
+        (N, C, H, W); the Open Inference Protocol's inference (`v2.V2Front`)."""
+        loaded = self.models.get(model)
+        if isinstance(inputs, np.ndarray):
+            return (await loaded.probabilities_of_pixels(inputs)).numpy()
+        return (await loaded.probabilities(inputs)).numpy()
 
     @bentoml.on_shutdown
     def close(self) -> None:
@@ -95,6 +107,10 @@ async def _classify_in_worker(model: str, files: Sequence[bytes]) -> list[dict[s
     return await bentoml.get_current_service().classify(model, files)
 
 
+async def _infer_in_worker(model: str, inputs: Sequence[bytes] | np.ndarray) -> np.ndarray:
+    return await bentoml.get_current_service().probabilities(model, inputs)
+
+
 ImageClassifier = bentoml.asgi_app(
     Starlette(routes=[Route("/models", list_models), Route("/models/{model}", describe_model)]), path="/"
 )(
@@ -102,7 +118,7 @@ ImageClassifier = bentoml.asgi_app(
         name="ImageClassifier",
         workers=settings.workers,
         resources={"gpu": 1} if settings.device == "cuda" else {},
-        tracing={} if settings.trace_requests else {"excluded_urls": [PREFIX]},
+        tracing={} if settings.trace_requests else {"excluded_urls": [PREFIX, f"{V2_PREFIX}/"]},
         logging={"access": {"enabled": settings.access_log}},
     )(ImageClassifier)
 )
@@ -111,4 +127,12 @@ ImageClassifier.add_asgi_middleware(
     models=list(settings.models),
     max_bytes=settings.max_request_bytes,
     classify=_classify_in_worker,
+)
+ImageClassifier.add_asgi_middleware(
+    V2Front,
+    served={name: ServedModel.of(entry) for name, entry in catalog.items()},
+    table=list(settings.models),
+    max_bytes=settings.max_request_bytes,
+    infer=_infer_in_worker,
+    server={"name": "convnet-serve", "version": bentoml.__version__},
 )

@@ -2,7 +2,8 @@
 
 The operators' own CRD schemas are not installable offline, so these cover the required fields,
 their types, and (through additionalProperties: false) typos in the fields we write, following
-prometheus-operator's monitoring.coreos.com/v1 and KEDA's keda.sh/v1alpha1 references.
+prometheus-operator's monitoring.coreos.com/v1, KEDA's keda.sh/v1alpha1 and KServe's
+serving.kserve.io/v1beta1 references.
 A field that the operator accepts but that is missing here fails the test: add it here.
 """
 
@@ -175,6 +176,38 @@ SCALED_OBJECT = _resource(
     ),
 )
 
+# KServe's ComponentExtensionSpec (pkg/apis/serving/v1beta1/component.go): the fields a custom predictor
+# adds to the Kubernetes PodSpec it inlines. The rest of the predictor is checked as a PodSpec by
+# kubernetes-validate (tests/deploy/test_kserve.py), so a typo fails one check or the other.
+PREDICTOR_EXTENSIONS: dict[str, Schema] = {
+    "minReplicas": {"type": "integer", "minimum": 0},
+    "maxReplicas": {"type": "integer", "minimum": 0},
+    "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
+    "scaleTarget": {"type": "integer", "minimum": 1},
+    "containerConcurrency": {"type": "integer", "minimum": 0},
+    "timeout": {"type": "integer", "minimum": 1},
+    "canaryTrafficPercent": {"type": "integer", "minimum": 0, "maximum": 100},
+    "labels": STRING_MAP,
+    "annotations": STRING_MAP,
+    "deploymentStrategy": {"type": "object"},
+}
+
+INFERENCE_SERVICE = _resource(
+    "serving.kserve.io/v1beta1",
+    "InferenceService",
+    _object(
+        ["predictor"],
+        {
+            "predictor": {
+                "type": "object",
+                "required": ["containers"],
+                "properties": {**PREDICTOR_EXTENSIONS, "containers": {"type": "array", "minItems": 1}},
+            }
+        },
+    ),
+)
+
+# The CRD objects of every overlay under deploy/k8s/overlays (deploy/k8s/kserve: INFERENCE_SERVICE).
 CRD_SCHEMAS: dict[str, Schema] = {
     "ServiceMonitor": SERVICE_MONITOR,
     "PrometheusRule": PROMETHEUS_RULE,

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 DOCKERFILES = sorted((REPO / "deploy" / "docker").glob("Dockerfile*"))
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+KSERVE_OVERLAYS = sorted(p.name for p in (K8S / "kserve").iterdir() if p.is_dir())
 
 Docs = list[dict[str, Any]]
 

@@ -11,6 +11,7 @@ import torch
 
 from service.batcher import MicroBatcher
 from service.errors import Overloaded, TooBusy
+from service.preprocess import concat
 
 
 class Forward:
@@ -142,3 +143,15 @@ def test_past_the_queue_bound_requests_are_refused_at_once_and_the_queue_recover
     assert isinstance(results[3], TooBusy) and results[3].error_code == 429
     assert "has 5 images queued (the limit is 5)" in str(results[3])
     assert len(after) == 5
+
+
+def test_requests_are_joined_with_the_given_join(forward: Forward) -> None:
+    """The runtime joins uint8 images and float32 pixels (scaled to [0, 1]) with `preprocess.concat`."""
+    mixed = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=100, join=concat)
+    try:
+        floats = torch.tensor([0.5]).reshape(1, 1, 1, 1)
+        uint8, float32 = asyncio.run(held(mixed, forward, images(255), floats))
+    finally:
+        mixed.close()
+    assert forward.batch_sizes == [1, 2]
+    assert uint8.flatten().tolist() == [3.0] and float32.flatten().tolist() == [2.0]

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from exported.preprocessing import MNIST_PREPROCESSING
-from service.errors import NoImages, NotAnImage, TooManyImages, TooManyPixels
-from service.pipeline import prepare, prepare_jpegs_on, top_k
-from service.preprocess import InputTransform
+from service.errors import InvalidTensor, NoImages, NotAnImage, TooManyImages, TooManyPixels
+from service.pipeline import prepare, prepare_jpegs_on, prepare_pixels, top_k
+from service.preprocess import InputTransform, normalize
 from service.settings import ServiceSettings, available_cores
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
@@ -107,3 +108,36 @@ def test_other_formats_and_corrupt_jpegs_are_left_to_the_cpu_path(digits: list[b
     assert prepare_jpegs_on(cpu, [truncated], transform, max_images=8, max_pixels=10**7) is None
     with pytest.raises(TooManyPixels, match=r"^images\[0\]: "):
         prepare_jpegs_on(cpu, [photo], transform, max_images=8, max_pixels=1000)
+
+
+def test_preprocessed_pixels_reach_the_network_as_the_same_normalised_values(mnist_dir: Path) -> None:
+    """Pixels normalised by the card's eval transform (client side) -> the batcher's [0, 1] scale ->
+    `normalize` in the network: the values the client sent, and those of the image path."""
+    digits, _ = images.mnist_test_digits(mnist_dir, 3)
+    transform = MNIST_PREPROCESSING.eval_transform()
+    sent = torch.stack([transform(Image.fromarray(d)) for d in digits]).numpy()
+    queued = prepare_pixels(sent, MNIST_PREPROCESSING, max_images=4)
+    assert queued.dtype == torch.float32 and queued.min() >= 0 and queued.max() <= 1 + 1e-6
+    torch.testing.assert_close(normalize(queued, MNIST_PREPROCESSING), torch.from_numpy(sent))
+    from_files = normalize(_prepare([images.png(d) for d in digits]), MNIST_PREPROCESSING)
+    torch.testing.assert_close(normalize(queued, MNIST_PREPROCESSING), from_files)
+
+
+@pytest.mark.parametrize(
+    ("shape", "fill", "error", "words"),
+    [
+        (
+            (2, 3, 28, 28),
+            0.0,
+            InvalidTensor,
+            r"pixels of shape \[2, 3, 28, 28\]: this model takes \[N, 1, 28, 28\]",
+        ),
+        ((2, 28, 28), 0.0, InvalidTensor, "takes"),
+        ((0, 1, 28, 28), 0.0, NoImages, "0 images"),
+        ((5, 1, 28, 28), 0.0, TooManyImages, "5 images in one request"),
+        ((1, 1, 28, 28), np.nan, InvalidTensor, "finite"),
+    ],
+)
+def test_bad_pixels_are_refused(shape: tuple[int, ...], fill: float, error: type, words: str) -> None:
+    with pytest.raises(error, match=words):
+        prepare_pixels(np.full(shape, fill, dtype=np.float32), MNIST_PREPROCESSING, max_images=4)
