@@ -36,6 +36,11 @@ def process_tree(root: int) -> list[ProcessInfo]:
     return [ProcessInfo(pid, _command(pid), stats[pid][2], stats[pid][1]) for pid in tree]
 
 
+def still_running(processes: list[ProcessInfo]) -> list[ProcessInfo]:
+    """Those of `processes` that are alive now (same pid and same command line)."""
+    return [process for process in processes if _command(process.pid) == process.command]
+
+
 def cpu_cores(before: list[ProcessInfo], after: list[ProcessInfo], seconds: float) -> dict[int, float]:
     """Cores used per process between two snapshots (a process started in between counts from zero)."""
     start = {process.pid: process.cpu_seconds for process in before}

@@ -15,12 +15,14 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procstats import process_tree, still_running
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 300
-STOP_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 15
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,19 @@ def _wait_ready(server: Server, process: subprocess.Popen[bytes]) -> None:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the whole process group, then SIGKILL to whatever is left of it."""
+    """SIGTERM to the process group (`bentoml serve` then stops its workers), then SIGKILL to the group
+    and to whatever is left of the tree: BentoML's workers run in process groups of their own."""
+    tree = process_tree(process.pid)
     _signal_group(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        logger.warning("process group %d did not stop in %d s: killing it", process.pid, STOP_TIMEOUT_S)
+        logger.warning("%s did not stop %d s after SIGTERM: killing it", process.args, STOP_TIMEOUT_S)
     _signal_group(process.pid, signal.SIGKILL)
     process.wait()
+    for leftover in still_running(tree):
+        logger.warning("killing process %d (%s), still running", leftover.pid, leftover.command)
+        os.kill(leftover.pid, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
