@@ -90,8 +90,8 @@ def main() -> None:
         "--port", type=int, default=3380, help="service port; the stock service uses port + 1"
     )
     parser.add_argument(
-        "--wait-quiet", type=float, default=60.0, help="seconds to wait at most, before each part, "
-        f"for other processes to fall under {QUIET_CORES} cores (default 60)",
+        "--wait-quiet", type=float, default=30.0, help="seconds to wait at most, before each part, "
+        f"for other processes to fall under {QUIET_CORES} cores (default 30)",
     )  # fmt: skip
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -170,11 +170,12 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
         + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
         + f", load average {os.getloadavg()[0]:.1f} at the end",
-        "command": "python -m bench.serve_bench " + " ".join(sys.argv[1:]),
+        "command": " ".join([".venv/bin/python -m bench.serve_bench", *sys.argv[1:]]),
         "settings": {
             "seconds_per_level": seconds,
             "burst_seconds": args.burst,
             "raw_seconds_per_batch_size": args.raw_seconds,
+            "wait_quiet_seconds": args.wait_quiet,
             "mnist_digits": MNIST_DIGITS,
             "photos": len(jpegs),
             "wrk": wrk_version(),

@@ -1,4 +1,4 @@
-"""Start a server in its own process group, wait until it is ready, read its metrics, stop it."""
+"""Start a server in its own process group, wait until it is ready, read its metrics, stop its tree."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def stock_command(port: int) -> list[str]:
 def running(name: str, command: list[str], port: int, env: Mapping[str, str], log: Path) -> Iterator[Server]:
     """Run `command` from the repository root until the block ends; yields once GET /readyz is 200.
 
-    The server gets its own process group, which is killed on the way out, errors included.
+    The server gets its own process group; it and the server's process tree are stopped on the way
+    out, errors included.
     """
     with log.open("wb") as output:
         process = subprocess.Popen(
