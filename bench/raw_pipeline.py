@@ -19,6 +19,7 @@ from bench.procstats import machine_busy_seconds
 from exported import load_model
 
 TOP_K = 5
+BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 
 
 class RawPipeline:
@@ -40,9 +41,6 @@ class RawPipeline:
             [(self.labels[index], score) for index, score in zip(row_indices, row_scores, strict=True)]
             for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
         ]
-
-
-BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 
 
 def sweep(tag: str, images: Sequence[bytes], seconds: float) -> dict:

@@ -1,13 +1,14 @@
 """Serving benchmark of issue #9: the service against the raw pipeline and a stock BentoML service.
 
-    .venv/bin/python -m bench.serve_bench            # about 9 minutes; --duration sets seconds per level
+    .venv/bin/python -m bench.serve_bench    # about 9 minutes (--duration: seconds per level)
 
 In a temporary BentoML home it imports the embedded MNIST model and an ImageNet MobileNetV2 (the photo
 model), times the raw in-process pipeline, then starts the service as a user does (`bash
 scripts/serve.sh`, documented defaults) and the stock BentoML service (bench/stock_service.py) one
 after the other and drives each with wrk, real MNIST PNGs and real JPEG photos, one image per request
 unless said otherwise. Writes bench/results/serve_bench.json and .md; every target is a ratio of
-figures from this one run. Server logs go to bench/results/*.log.tmp.
+figures from this one run. Server logs go to bench/results/*.log.tmp. Before each part it waits up
+to --wait-quiet seconds (30) for other processes to leave the cores.
 """
 
 from __future__ import annotations
