@@ -1,222 +1,260 @@
-"""Serving benchmark: single-request latency and throughput at concurrency 16 for POST /classify/mnist.
+"""Serving benchmark of issue #9: the service against the raw pipeline and a stock BentoML service.
 
-Each request carries one real MNIST test digit as a PNG. Numbers go to bench/results/serve_bench.json
-and .md (the latest run; the machine and settings are recorded with them).
+    .venv/bin/python -m bench.serve_bench    # about 9 minutes (--duration: seconds per level)
 
-    # against a running server (e.g. `bash scripts/serve.sh`)
-    .venv/bin/python bench/serve_bench.py --url http://127.0.0.1:3000
-    # or start `bentoml serve` from the repository root for the run (model store: $BENTOML_HOME)
-    .venv/bin/python bench/serve_bench.py --start
+In a temporary BentoML home it imports the embedded MNIST model and an ImageNet MobileNetV2 (the photo
+model), times the raw in-process pipeline, then starts the service as a user does (`bash
+scripts/serve.sh`, documented defaults) and the stock BentoML service (bench/stock_service.py) one
+after the other and drives each with wrk, real MNIST PNGs and real JPEG photos, one image per request
+unless said otherwise. Writes bench/results/serve_bench.json and .md; every target is a ratio of
+figures from this one run. Server logs go to bench/results/*.log.tmp. Before each part it waits up
+to --wait-quiet seconds (30) for other processes to leave the cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gzip
-import io
 import json
 import logging
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 
-import httpx
-import numpy as np
 import torch
-from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+from bench import raw_pipeline, report
+from bench.loadgen import check_wrk, run_wrk, wrk_version
+from bench.measure import IDLE_CORES, IDLE_WAIT_S, BatchMetric, Level, measure
+from bench.photo_model import export_imagenet_mobilenet_v2
+from bench.procstats import machine_busy_seconds, memory
+from bench.servers import REPO, Server, running, service_command, stock_command
+from bench.workload import MissingData, check_shared_data, mnist_pngs, photo_jpegs, write_bodies
 
 logger = logging.getLogger("serve_bench")
 
+RESULTS = REPO / "bench" / "results"
+MNIST_DIGITS = 1024  # distinct test digits cycled by the load generator and the raw pipeline
+WARM_UP_SECONDS = 5.0  # per route at concurrency 1 before the first level, not reported
+CONCURRENCY = (1, 4, 16, 64)
+MNIST_PER_REQUEST = 64
+BURST_CONCURRENCY = 64
+QUIET_CORES = 0.2  # the machine counts as quiet while everything on it uses less CPU than this
 
-def mnist_pngs(mnist_dir: Path, count: int) -> list[bytes]:
-    """The first `count` MNIST test digits, PNG-encoded."""
-    with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz", "rb") as idx:
-        idx.read(16)
-        pixels = np.frombuffer(idx.read(count * 28 * 28), dtype=np.uint8).reshape(count, 28, 28)
-    pngs = []
-    for digit in pixels:
-        buffer = io.BytesIO()
-        Image.fromarray(digit).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
-    return pngs
-
-
-@contextmanager
-def started_server(port: int) -> Iterator[str]:
-    """`bentoml serve` from the repository root on 127.0.0.1:port until the block ends, with the
-    embedded MNIST model imported into the model store first."""
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
-    export = [sys.executable, "-m", "training", "export", "models/mnist"]
-    subprocess.run(export, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
-    command = [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"bentoml serve did not become ready (exit code {process.poll()})")
-        yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    ms = np.array(latencies) * 1000
-    return {
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p95_ms": round(float(np.percentile(ms, 95)), 2),
-        "mean_ms": round(float(ms.mean()), 2),
-    }
-
-
-def single_request_latency(url: str, pngs: list[bytes], requests: int) -> dict[str, float]:
-    latencies = []
-    with httpx.Client(base_url=url, timeout=60) as client:
-        for i in range(requests):
-            files = [("images", ("digit.png", pngs[i % len(pngs)], "image/png"))]
-            start = time.perf_counter()
-            response = client.post("/classify/mnist", files=files)
-            latencies.append(time.perf_counter() - start)
-            response.raise_for_status()
-    return {"requests": requests, **percentiles(latencies)}
-
-
-async def throughput(url: str, pngs: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
-    """`concurrency` clients, each sending its next request as soon as the last one is answered."""
-    latencies: list[float] = []
-    failures: dict[int, int] = {}
-    counter = iter(range(requests))
-
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        for i in counter:
-            files = [("images", ("digit.png", pngs[i % len(pngs)], "image/png"))]
-            start = time.perf_counter()
-            response = await client.post("/classify/mnist", files=files)
-            latencies.append(time.perf_counter() - start)
-            if response.status_code != 200:
-                failures[response.status_code] = failures.get(response.status_code, 0) + 1
-                logger.warning("%d: %s", response.status_code, response.text[:200])
-
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return {
-        "concurrency": concurrency,
-        "requests": requests,
-        "failures": failures,
-        "requests_per_s": round(requests / elapsed, 1),
-        **percentiles(latencies),
-    }
-
-
-def mean_batch_size(url: str) -> tuple[float, float]:
-    """Sum and count of convnet_batch_size{model="mnist"} from /metrics."""
-    values = {"sum": 0.0, "count": 0.0}
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
-        for key in values:
-            if line.startswith(f'convnet_batch_size_{key}{{model="mnist"}}'):
-                values[key] = float(line.split()[-1])
-    return values["sum"], values["count"]
-
-
-def write_results(results: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve_bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    single, loaded = results["single_request"], results["concurrency_16"]
-    lines = [
-        "# Serving benchmark: POST /classify/mnist, one 28x28 PNG digit per request",
-        "",
-        f"{results['date']} on {results['machine']}; model {results['model']}; "
-        f"server settings: {results['server_settings']}",
-        "",
-        "| measurement | requests | p50 ms | p95 ms | mean ms | requests/s | mean batch |",
-        "|---|---|---|---|---|---|---|",
-        f"| single request (sequential) | {single['requests']} | {single['p50_ms']} | {single['p95_ms']} "
-        f"| {single['mean_ms']} | | |",
-        f"| concurrency 16 | {loaded['requests']} | {loaded['p50_ms']} | {loaded['p95_ms']} "
-        f"| {loaded['mean_ms']} | {loaded['requests_per_s']} | {loaded['mean_batch_size']} |",
-        "",
-        f"Command: `{results['command']}`",
-        "",
-    ]
-    (RESULTS / "serve_bench.md").write_text("\n".join(lines))
+METHOD = [
+    "requests, requests/s, latency p50/p90/p99: wrk (1 thread, closed loop, `--timeout 120s`) and "
+    "bench/cycle_bodies.lua, which cycles prebuilt multipart bodies; requests/s = completed responses "
+    "(any status) ÷ wrk's run time; images/s = 2xx responses × images per request ÷ wrk's run time",
+    "errors: responses outside 2xx by status (counted in the Lua `response()`), plus wrk's socket "
+    "errors (connect/read/write/timeout) by kind",
+    "server requests: increase of BentoML's `bentoml_service_request_total` for the route over the "
+    "level (a cross-check of wrk's count; wrk does not count the requests in flight when it stops)",
+    "server CPU: utime + stime summed over the server's whole process tree (/proc/PID/stat) over the "
+    "level, ÷ wall time, in cores; per process in the JSON",
+    "client CPU: wrk's own user + system time (getrusage of the reaped child) ÷ wall time, in cores; "
+    "it runs on the same 2 cores as the server",
+    "other CPU: the machine's busy time (/proc/stat) over the level minus server and client CPU, in "
+    "cores: other processes' load (for the raw pipeline: the machine minus this process)",
+    "mean batch: Δ`_sum` ÷ Δ`_count` of the images-per-forward-pass histogram over the level "
+    "(`convnet_batch_size{model}` for the service, BentoML's `bentoml_service_adaptive_batch_size"
+    "{method_name}` for the stock service)",
+    "raw pipeline: bytes → PIL decode → the model card's eval transform → forward (inference_mode, "
+    "channels_last, torch threads = cores) → softmax top-5 labels, one call per batch, in this "
+    "process with no server running; images/s per batch size and the best; single-image p50 is the "
+    "median batch-size-1 call",
+    "RSS and PSS: /proc/PID/stat and /proc/PID/smaps_rollup of every process of the server's tree, "
+    f"right after /readyz answered 200 (ready), after {WARM_UP_SECONDS:g} s at concurrency 1 on each route "
+    "(warm) and after the last level (end); growth is end ÷ warm, so that first-request allocations do "
+    "not count as growth; PSS splits shared pages between the processes that map them, RSS counts them "
+    "in each",
+    f"each level starts once the server's process tree uses under {IDLE_CORES} cores (it has finished "
+    f"the requests the previous level left in flight when wrk stopped; {IDLE_WAIT_S:g} s at most); the "
+    "after-burst level "
+    "(concurrency 1) follows the burst level (concurrency 64 on MNIST) that way too",
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:3000")
-    target.add_argument("--start", action="store_true", help="start `bentoml serve` for the run")
-    parser.add_argument("--port", type=int, default=3000, help="port for --start")
-    parser.add_argument("--mnist-dir", type=Path, default=MNIST_DIR)
-    parser.add_argument("--single", type=int, default=300, help="sequential requests")
-    parser.add_argument("--loaded", type=int, default=2000, help="requests at concurrency 16")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-    pngs = mnist_pngs(args.mnist_dir, 100)
-    with started_server(args.port) if args.start else _existing(args.url) as url:
-        single_request_latency(url, pngs, 30)  # warm-up: connections, the batcher's calibration
-        single = single_request_latency(url, pngs, args.single)
-        logger.info("single request: %s", single)
-        sum_before, count_before = mean_batch_size(url)
-        loaded = asyncio.run(throughput(url, pngs, 16, args.loaded))
-        sum_after, count_after = mean_batch_size(url)
-        loaded["mean_batch_size"] = round((sum_after - sum_before) / max(1.0, count_after - count_before), 2)
-        logger.info("concurrency 16: %s", loaded)
-
-        model = httpx.get(f"{url}/models/mnist", timeout=30).json()["tag"]
-
-    settings = {key: value for key, value in os.environ.items() if key.startswith("CONVNET_")}
-    write_results(
-        {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-            + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
-            + f", load average {os.getloadavg()[0]:.1f} at the end",
-            "model": model,
-            "server_settings": (settings or "defaults") if args.start else "those of the server at --url",
-            "command": "python bench/serve_bench.py " + " ".join(sys.argv[1:]),
-            "single_request": single,
-            "concurrency_16": loaded,
-        }
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per level (default 15)")
+    parser.add_argument(
+        "--burst", type=float, default=20.0, help="seconds at c=64 before the after-burst level"
     )
-    logger.info("written to %s", RESULTS)
+    parser.add_argument("--raw-seconds", type=float, default=3.0, help="seconds per raw-pipeline batch size")
+    parser.add_argument(
+        "--port", type=int, default=3380, help="service port; the stock service uses port + 1"
+    )
+    parser.add_argument(
+        "--wait-quiet", type=float, default=30.0, help="seconds to wait at most, before each part, "
+        f"for other processes to fall under {QUIET_CORES} cores (default 30)",
+    )  # fmt: skip
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        check_shared_data()
+        check_wrk()
+        for port in (args.port, args.port + 1):
+            _check_port_free(port)
+    except (MissingData, FileNotFoundError, OSError) as error:
+        logger.error("cannot run the benchmark: %s", error)
+        sys.exit(2)
+    args.output.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    with tempfile.TemporaryDirectory(prefix="convnet-bench-") as scratch:
+        results = run(args, Path(scratch))
+    results["targets"] = report.targets(results)
+    (args.output / "serve_bench.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    (args.output / "serve_bench.md").write_text(report.markdown(results))
+    logger.info("written to %s", args.output / "serve_bench.{json,md}")
 
 
-@contextmanager
-def _existing(url: str) -> Iterator[str]:
-    yield url.rstrip("/")
+def run(args: argparse.Namespace, scratch: Path) -> dict:
+    """Everything measured, in the order: raw pipeline, service, stock service."""
+    # Set before anything reads BentoML's configuration: the model store of this run and of its servers.
+    os.environ["BENTOML_HOME"] = str(scratch / "bentoml")
+    os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+    started = time.monotonic()
+
+    pngs, jpegs = mnist_pngs(MNIST_DIGITS), photo_jpegs()
+    bodies = {
+        ("mnist", 1): write_bodies(scratch / "mnist-1", pngs, 1, "image/png"),
+        ("mnist", MNIST_PER_REQUEST): write_bodies(
+            scratch / "mnist-64", pngs, MNIST_PER_REQUEST, "image/png"
+        ),
+        ("photo", 1): write_bodies(scratch / "photo-1", jpegs, 1, "image/jpeg"),
+    }
+    # What scripts/serve.sh does first; done here too so that the raw pipeline can load the model.
+    subprocess.run([sys.executable, "-m", "training", "export", "models/mnist"], cwd=REPO, check=True)
+    photo_tag = export_imagenet_mobilenet_v2()
+    logger.info("photo model: %s", photo_tag)
+
+    _wait_for_quiet_machine(args.wait_quiet)
+    logger.info("raw pipeline, %g s per batch size", args.raw_seconds)
+    raw = {
+        "mnist": raw_pipeline.sweep("mnist-convnet:latest", pngs, args.raw_seconds),
+        "photo": raw_pipeline.sweep(str(photo_tag), jpegs, args.raw_seconds),
+    }
+    for name, result in raw.items():
+        logger.info("raw %s: %s", name, result)
+
+    seconds = args.duration
+    levels = [Level(f"{model} c={c}", model, c, seconds) for model in ("mnist", "photo") for c in CONCURRENCY]
+    service_levels = [
+        *levels[:4],
+        Level(f"mnist x{MNIST_PER_REQUEST} c=4", "mnist", 4, seconds, MNIST_PER_REQUEST),
+        *levels[4:],
+        Level(f"mnist c={BURST_CONCURRENCY} burst", "mnist", BURST_CONCURRENCY, args.burst),
+        Level("mnist c=1 after burst", "mnist", 1, seconds),
+    ]
+    _wait_for_quiet_machine(args.wait_quiet)
+    service = _run_server(
+        "service", service_command(args.port), args.port, service_levels, bodies,
+        BatchMetric("convnet_batch_size", "model"), args.output,
+    )  # fmt: skip
+    _wait_for_quiet_machine(args.wait_quiet)
+    stock = _run_server(
+        "stock", stock_command(args.port + 1), args.port + 1, levels, bodies,
+        BatchMetric("bentoml_service_adaptive_batch_size", "method_name", prefix="classify_"), args.output,
+    )  # fmt: skip
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+        + f", load average {os.getloadavg()[0]:.1f} at the end",
+        "command": " ".join([".venv/bin/python -m bench.serve_bench", *sys.argv[1:]]),
+        "settings": {
+            "seconds_per_level": seconds,
+            "burst_seconds": args.burst,
+            "raw_seconds_per_batch_size": args.raw_seconds,
+            "wait_quiet_seconds": args.wait_quiet,
+            "mnist_digits": MNIST_DIGITS,
+            "photos": len(jpegs),
+            "wrk": wrk_version(),
+            "torch": torch.__version__,
+            "bentoml": version("bentoml"),
+            "convnet_env": {key: value for key, value in os.environ.items() if key.startswith("CONVNET_")},
+            "total_seconds": round(time.monotonic() - started),
+        },
+        "method": METHOD,
+        "raw": raw,
+        "service": service,
+        "stock": stock,
+    }
+
+
+def _run_server(
+    name: str,
+    command: list[str],
+    port: int,
+    levels: list[Level],
+    bodies: dict[tuple[str, int], Path],
+    batch_metric: BatchMetric,
+    logs: Path,
+) -> dict:
+    """Start a server, warm each route up, run the levels in order; its memory after ready, after the
+    warm-up and at the end."""
+    with running(name, command, port, os.environ, logs / f"{name}.log.tmp") as server:
+        snapshots = {"ready": memory(server.pid)}
+        for model in ("mnist", "photo"):
+            run_wrk(f"{server.url}/classify/{model}", bodies[model, 1], 1, WARM_UP_SECONDS)
+        snapshots["warm"] = memory(server.pid)
+        figures = []
+        for level in levels:
+            figures.append(
+                measure(server, level, bodies[level.model, level.images_per_request], batch_metric)
+            )
+            _log_level(server, figures[-1])
+        snapshots["end"] = memory(server.pid)
+    return {"command": " ".join(command), "levels": figures, "memory": snapshots}
+
+
+def _log_level(server: Server, figures: dict) -> None:
+    logger.info(
+        "%s %s: %.1f req/s, %.1f images/s, p50 %.1f ms, p99 %.1f ms, errors %s, server %.2f cores, "
+        "client %.2f cores, batch %s",
+        server.name, figures["key"], figures["requests_per_s"], figures["images_per_s"],
+        figures["latency_ms"]["p50"], figures["latency_ms"]["p99"], figures["errors"] or 0,
+        figures["server_cpu_cores"], figures["client_cpu_cores"], figures["mean_batch_size"],
+    )  # fmt: skip
+
+
+def _wait_for_quiet_machine(limit: float) -> None:
+    """Wait until the machine's CPU use over 5 s is under QUIET_CORES, for `limit` seconds at most
+    (this machine may be shared; the report's 'other CPU' column shows what overlapped anyway)."""
+    deadline = time.monotonic() + limit
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(5)
+        busy = (machine_busy_seconds() - before) / 5
+        if busy < QUIET_CORES:
+            return
+        if time.monotonic() >= deadline:
+            logger.warning("other processes still use %.2f cores: measuring anyway", busy)
+            return
+        logger.info("other processes use %.2f cores: waiting for a quiet machine", busy)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """Unwind as on Ctrl-C, so that the servers started so far are stopped and the scratch removed."""
+    sys.exit(128 + signum)
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise OSError(f"port {port} is in use; choose another with --port") from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""The photo model the benchmark serves: an ImageNet MobileNetV2 from the weights staged in ../shared.
+
+Kept in one function so that a model shipped with the repository can replace it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import bentoml
+import torch
+from safetensors.torch import save_file
+from torchvision.models import MobileNet_V2_Weights
+
+from bench.workload import PHOTO_WEIGHTS
+from exported import ModelCard, Preprocessing, create_model, save_model
+
+IMAGENET_PREPROCESSING = Preprocessing(
+    input_size=(224, 224),
+    channels=3,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    resize_size=256,
+    interpolation="bilinear",
+)
+
+
+def export_imagenet_mobilenet_v2(weights: Path = PHOTO_WEIGHTS) -> bentoml.Tag:
+    """Save the MobileNetV2 state dict in `weights` as `photo-classifier` in the current model store."""
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    labels = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+    create_model("mobilenet_v2", len(labels)).load_state_dict(state)  # strict: fails on any mismatch
+    card = ModelCard(
+        task="photo",
+        arch="mobilenet_v2",
+        labels=labels,
+        preprocessing=IMAGENET_PREPROCESSING,
+        training_config={},
+        data_sha256={},
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        safetensors = Path(scratch) / "model.safetensors"
+        save_file(state, str(safetensors))
+        return save_model("photo-classifier", safetensors, card)
