@@ -15,6 +15,7 @@ from torchvision.models import MobileNet_V2_Weights
 
 from bench.workload import PHOTO_WEIGHTS
 from exported import ModelCard, Preprocessing, create_model, save_model
+from exported.onnx import export_onnx
 
 IMAGENET_PREPROCESSING = Preprocessing(
     input_size=(224, 224),
@@ -27,10 +28,12 @@ IMAGENET_PREPROCESSING = Preprocessing(
 
 
 def export_imagenet_mobilenet_v2(weights: Path = PHOTO_WEIGHTS) -> bentoml.Tag:
-    """Save the MobileNetV2 state dict in `weights` as `photo-classifier` in the current model store."""
+    """Save the MobileNetV2 state dict in `weights` as `photo-classifier` in the current model store,
+    with its ONNX graph."""
     state = torch.load(weights, map_location="cpu", weights_only=True)
     labels = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
-    create_model("mobilenet_v2", len(labels)).load_state_dict(state)  # strict: fails on any mismatch
+    network = create_model("mobilenet_v2", len(labels))
+    network.load_state_dict(state)  # strict: fails on any mismatch
     card = ModelCard(
         task="photo",
         arch="mobilenet_v2",
@@ -40,6 +43,7 @@ def export_imagenet_mobilenet_v2(weights: Path = PHOTO_WEIGHTS) -> bentoml.Tag:
         data_sha256={},
     )
     with tempfile.TemporaryDirectory() as scratch:
-        safetensors = Path(scratch) / "model.safetensors"
+        safetensors, graph = Path(scratch) / "model.safetensors", Path(scratch) / "model.onnx"
         save_file(state, str(safetensors))
-        return save_model("photo-classifier", safetensors, card)
+        export_onnx(network, IMAGENET_PREPROCESSING, graph)  # as `python -m training export --onnx` does
+        return save_model("photo-classifier", safetensors, card, onnx=graph)

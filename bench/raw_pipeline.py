@@ -1,22 +1,33 @@
 """The ceiling reference: the in-process pipeline without HTTP, swept over batch sizes.
 
-bytes -> PIL decode -> the model card's eval preprocessing -> forward (inference mode, channels_last,
-torch threads = cores) -> top-5 labels, on the same stored weights and the same images as the servers.
+bytes -> PIL decode -> the model card's eval preprocessing -> forward -> top-5 labels, on the same stored
+weights and the same images as the servers, with the fastest code the project has for each step: the
+service's uint8 preprocessing (equal to the card's eval transform, tested) and either backend, PyTorch
+(channels_last) or ONNX Runtime, with threads = cores. The service is measured against the faster.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
 
+import bentoml
 import torch
-from PIL import Image
 
 from bench.procstats import machine_busy_seconds
 from exported import load_model
+from exported.store import ONNX_FILE
+from service.decoding import decode_image
+from service.preprocess import InputTransform
+from service.runtime import Network, OnnxNetwork, TorchNetwork
+
+Backend = Literal["torch", "onnx"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx")
+MAX_PIXELS = 25_000_000
 
 TOP_K = 5
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
@@ -25,30 +36,35 @@ BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 class RawPipeline:
     """One stored model, called on a list of encoded images, answering top-5 (label, score) per image."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, backend: Backend) -> None:
         exported = load_model(tag)
+        spec = exported.card.preprocessing
         self.tag = str(exported.tag)
         self.labels = exported.card.labels
-        self.transform = exported.card.preprocessing.eval_transform()
-        self.model = exported.model.to(memory_format=torch.channels_last)
+        self.transform = InputTransform(spec)
+        if backend == "torch":
+            self.network: Network = TorchNetwork(exported.model, spec, torch.device("cpu"))
+        else:
+            graph = Path(bentoml.models.get(tag).path_of(ONNX_FILE))
+            self.network = OnnxNetwork(graph, spec, threads=torch.get_num_threads())
 
     def __call__(self, images: Sequence[bytes]) -> list[list[tuple[str, float]]]:
-        pixels = torch.stack([self.transform(Image.open(io.BytesIO(data))) for data in images])
-        with torch.inference_mode():
-            logits = self.model(pixels.contiguous(memory_format=torch.channels_last))
-            scores, indices = logits.softmax(dim=1).topk(min(TOP_K, len(self.labels)))
+        min_side = self.transform.min_side
+        decoded = [decode_image(data, max_pixels=MAX_PIXELS, min_side=min_side) for data in images]
+        probabilities = self.network(torch.stack([self.transform(image) for image in decoded]))
+        scores, indices = probabilities.topk(min(TOP_K, len(self.labels)))
         return [
             [(self.labels[index], score) for index, score in zip(row_indices, row_scores, strict=True)]
             for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
         ]
 
 
-def sweep(tag: str, images: Sequence[bytes], seconds: float) -> dict:
+def sweep(tag: str, images: Sequence[bytes], seconds: float, backend: Backend) -> dict:
     """Images/s at each of BATCH_SIZES (each timed for about `seconds`, after one warm-up batch), the
     best of them, the single-image latency (p50 and p90 of the batch-size-1 calls), and the CPU that
     other processes of the machine used meanwhile, in cores."""
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    pipeline = RawPipeline(tag)
+    pipeline = RawPipeline(tag, backend)
     timings: dict[int, list[float]] = {}
     busy_before, own_before, sweep_start = machine_busy_seconds(), time.process_time(), time.perf_counter()
     for batch_size in BATCH_SIZES:
@@ -71,7 +87,8 @@ def sweep(tag: str, images: Sequence[bytes], seconds: float) -> dict:
     deciles = statistics.quantiles([duration * 1000 for duration in timings[1]], n=10)
     return {
         "model": pipeline.tag,
-        "torch_threads": torch.get_num_threads(),
+        "backend": backend,
+        "threads": torch.get_num_threads(),
         "sweep": points,
         "best_images_per_s": best["images_per_s"],
         "best_batch_size": best["batch_size"],

@@ -64,10 +64,11 @@ METHOD = [
     "mean batch: Δ`_sum` ÷ Δ`_count` of the images-per-forward-pass histogram over the level "
     "(`convnet_batch_size{model}` for the service, BentoML's `bentoml_service_adaptive_batch_size"
     "{method_name}` for the stock service)",
-    "raw pipeline: bytes → PIL decode → the model card's eval transform → forward (inference_mode, "
-    "channels_last, torch threads = cores) → softmax top-5 labels, one call per batch, in this "
-    "process with no server running; images/s per batch size and the best; single-image p50 is the "
-    "median batch-size-1 call",
+    "raw pipeline: bytes → PIL decode → the model card's eval preprocessing (the service's uint8 path, "
+    "equal to the card's eval transform) → forward with each backend (PyTorch channels_last, ONNX "
+    "Runtime; threads = cores) → softmax top-5 labels, one call per batch, in this process with no "
+    "server running; images/s per batch size and the best; single-image p50 is the median batch-size-1 "
+    "call; the targets use the faster backend's best images/s and single-image p50",
     "RSS and PSS: /proc/PID/stat and /proc/PID/smaps_rollup of every process of the server's tree, "
     f"right after /readyz answered 200 (ready), after {WARM_UP_SECONDS:g} s at concurrency 1 on each route "
     "(warm) and after the last level (end); growth is end ÷ warm, so that first-request allocations do "
@@ -132,15 +133,18 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         ("photo", 1): write_bodies(scratch / "photo-1", jpegs, 1, "image/jpeg"),
     }
     # What scripts/serve.sh does first; done here too so that the raw pipeline can load the model.
-    subprocess.run([sys.executable, "-m", "training", "export", "models/mnist"], cwd=REPO, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "training", "export", "models/mnist", "--onnx"], cwd=REPO, check=True
+    )
     photo_tag = export_imagenet_mobilenet_v2()
     logger.info("photo model: %s", photo_tag)
 
     _wait_for_quiet_machine(args.wait_quiet)
     logger.info("raw pipeline, %g s per batch size", args.raw_seconds)
     raw = {
-        "mnist": raw_pipeline.sweep("mnist-convnet:latest", pngs, args.raw_seconds),
-        "photo": raw_pipeline.sweep(str(photo_tag), jpegs, args.raw_seconds),
+        f"{model} {backend}": raw_pipeline.sweep(tag, images, args.raw_seconds, backend)
+        for model, tag, images in (("mnist", "mnist-convnet:latest", pngs), ("photo", str(photo_tag), jpegs))
+        for backend in raw_pipeline.BACKENDS
     }
     for name, result in raw.items():
         logger.info("raw %s: %s", name, result)
