@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from training.evaluation import evaluate_run
+from training.mnist import data_sha256
 
 from tests.conftest import REPO
 from training import mnist_task
-from training.evaluation import evaluate_run
-from training.mnist import data_sha256
 from training.models import create_model
 from training.rundir import RunDir
 
