@@ -12,6 +12,8 @@ from torchvision.datasets import FakeData
 
 from tests.conftest import HYMENOPTERA_DIR, WEIGHTS_DIR
 from training.data import IDX_FILES
+from training.recipes import mnist
+from training.rundir import RunDir
 
 MOBILENET_FILE = WEIGHTS_DIR / "mobilenet_v2_imagenet1k_from_tflite_quant.pth"
 
@@ -76,3 +78,13 @@ def mobilenet_file() -> Path:
     if not MOBILENET_FILE.is_file():
         pytest.fail(f"the MobileNetV2 ImageNet weights are expected at {MOBILENET_FILE}")
     return MOBILENET_FILE
+
+
+QUICK_MNIST = {"train_limit": 3000, "val_size": 1000, "batch_size": 64, "lr": 5e-3, "epochs": 2}
+
+
+@pytest.fixture(scope="session")
+def quick_mnist_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> RunDir:
+    """Two epochs on 3,000 real MNIST training images, evaluated on the 10,000 test images."""
+    config = mnist.Config(data_dir=str(mnist_dir), **QUICK_MNIST)
+    return mnist.train(config, tmp_path_factory.mktemp("quick-mnist"))

@@ -151,10 +151,9 @@ def train(config: Config, out: Path, *, resume: bool = False) -> RunDir:
         best = train_top_blocks(model, config, loaders, train_split, val_split, session, best)
         logger.info("fine-tuning: best validation accuracy %.4f, %.0fs", best, time.perf_counter() - began)
 
-    split = "test" if (data_dir / "test").is_dir() else "val"
-    return finish(
-        session, split, lambda: eval_batches(session.run.read_info(), data_dir, split, session.device)
-    )
+    if (data_dir / "test").is_dir():
+        return finish(session, "test", lambda: eval_batches(info, data_dir, "test", session.device))
+    return finish(session, "val", lambda: loaders.eval(val_split))  # the validation photos it used (--limit)
 
 
 def train_head(
