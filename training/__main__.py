@@ -212,6 +212,8 @@ def main() -> None:
     )
     try:
         cli.main(prog_name="python -m training", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as help_page:  # plain `python -m training`
+        click.echo(help_page.format_message())
     except (UserError, click.ClickException) as error:
         message = error.format_message() if isinstance(error, click.ClickException) else str(error)
         click.echo(f"error: {' '.join(message.split())}", err=True)

@@ -9,7 +9,6 @@ metrics are summed over processes, and only rank 0 writes files.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sized
@@ -276,10 +275,6 @@ def _move_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int) 
     for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
     scheduler._last_lr = list(lrs)  # what get_last_lr() reports
-
-
-def steps_per_epoch(images: int, global_batch: int) -> int:
-    return math.ceil(images / global_batch)
 
 
 def _progress(batches: Batches, description: str, world: World) -> tqdm:

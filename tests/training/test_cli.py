@@ -142,3 +142,11 @@ def test_evaluate_and_export_name_what_is_wrong(idx_dir: Path, tmp_path: Path) -
     assert_one_line_error(
         invoke("evaluate", tmp_path / "empty", "--data-dir", idx_dir), "not a run directory"
     )
+
+
+def test_no_command_prints_the_commands() -> None:
+    result = invoke()
+    assert result.returncode == 0 and not result.stderr
+    assert {"train", "finetune", "evaluate", "export", "summary", "list-archs"} <= {
+        line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")
+    }
