@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Union, get_args, get_origin
 
 import click
 import yaml
@@ -40,10 +40,7 @@ def _option(name: str, field: FieldInfo) -> click.Option:
         help_text += f" [default: {field.default}]"
     if annotation is bool:
         return click.Option([f"{flag(name)}/--no-{flag(name)[2:]}"], default=None, help=help_text)
-    if get_origin(annotation) is Literal:
-        kind: click.ParamType = click.Choice([str(choice) for choice in get_args(annotation)])
-    else:
-        kind = {int: click.INT, float: click.FLOAT}.get(annotation, click.STRING)  # type: ignore[arg-type]
+    kind = {int: click.INT, float: click.FLOAT}.get(annotation, click.STRING)
     return click.Option([flag(name)], type=kind, default=None, help=help_text, show_default=False)
 
 

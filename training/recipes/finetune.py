@@ -135,9 +135,9 @@ def train(config: Config, out: Path, *, resume: bool = False) -> RunDir:
 
     loaders = Loaders(config, preprocessing, session)
     saved = session.saved
-    head_trained = saved is not None and (saved.phase != "features" or saved.epoch >= config.feature_epochs)
-    if head_trained:  # a run resumed after phase 1 goes straight on to phase 2, RNG as it was then
-        best = saved.best_accuracy  # type: ignore[union-attr]
+    if saved is not None and (saved.phase != "features" or saved.epoch >= config.feature_epochs):
+        # Resumed after phase 1: straight on to phase 2, with the RNG as phase 1 left it.
+        best = saved.best_accuracy
         restore_rng(session.run.load_checkpoint())
     else:
         began = time.perf_counter()
