@@ -15,21 +15,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from training import history
-from training.finetune import FinetuneConfig, finetune
-from training.photo_data import PhotoAugment
+from training.recipes.finetune import Config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench")
 
 
-def phase_one(config: FinetuneConfig) -> tuple[float, float]:
+def phase_one(config: Config) -> tuple[float, float]:
     """Wall seconds of the whole run and mean seconds of a phase 1 epoch (train + validation)."""
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        run = finetune(config, Path(out))
+        run = train(config, Path(out))
         wall = time.perf_counter() - start
-        epochs = [row.seconds for row in history.read(run.metrics)]
+        epochs = [row.seconds for row in run.read_metrics()]
     return wall, sum(epochs) / len(epochs)
 
 
@@ -52,10 +50,10 @@ def main() -> None:
         limit=args.limit,
         feature_epochs=args.epochs,
         finetune_epochs=0,
-        augment=PhotoAugment(enabled=False),
+        augment=False,
     )
-    cached_wall, cached_epoch = phase_one(FinetuneConfig(**common, feature_augment=False))
-    uncached_wall, uncached_epoch = phase_one(FinetuneConfig(**common, feature_augment=True))
+    cached_wall, cached_epoch = phase_one(Config(**common, feature_augment=False))
+    uncached_wall, uncached_epoch = phase_one(Config(**common, feature_augment=True))
     logger.info(
         "%s, %d epochs on %d photos/class: cached %.1fs (%.3fs/epoch), uncached %.1fs (%.3fs/epoch); "
         "epoch time ratio uncached/cached %.0fx, whole phase %.1fx",

@@ -88,17 +88,30 @@ def drop_auxiliary_heads(model: nn.Module) -> None:
                 setattr(model, aux, None)
 
 
-def head(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The classification head: the last linear layer (fc, classifier[-1], heads.head, head...)."""
+def head(model: nn.Module) -> tuple[str, nn.Linear | nn.Conv2d]:
+    """The classification head: the last linear layer (fc, classifier[-1], heads.head, head...), or in a
+    network without one, the last 1x1 convolution (timm's ResNet v2 classifies with one)."""
     linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(model).__name__} has no linear classification head")
-    return linears[-1]
+    if linears:
+        return linears[-1]
+    convolutions = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+    ]
+    if not convolutions:
+        raise ValueError(f"{type(model).__name__} has no linear or 1x1 convolution classification head")
+    return convolutions[-1]
 
 
 def replace_head(model: nn.Module, num_classes: int) -> None:
-    """Swap the head for a new linear layer with `num_classes` outputs, in place."""
+    """Swap the head for a new layer of the same kind with `num_classes` outputs, in place."""
     path, old = head(model)
     parent_path, _, attribute = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, attribute, nn.Linear(old.in_features, num_classes))
+    new = (
+        nn.Linear(old.in_features, num_classes)
+        if isinstance(old, nn.Linear)
+        else nn.Conv2d(old.in_channels, num_classes, kernel_size=1)
+    )
+    setattr(parent, attribute, new)

@@ -1,4 +1,4 @@
-"""Save a trained run into the BentoML model store (the exported-model contract in `exported/`)."""
+"""Save a finished run into the BentoML model store (the exported-model contract in `exported/`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 
 from exported import ModelCard, create_model, save_model
 from exported.onnx import export_onnx
-from training import history
 from training.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -22,12 +21,14 @@ DEFAULT_NAMES = {"mnist": "mnist-convnet", "photo": "photo-classifier"}
 def export_run(run_dir: Path, name: str | None = None, *, onnx: bool = False) -> bentoml.Tag:
     """Create `name:<weights sha256 prefix>` in the model store; exporting twice is a no-op.
 
-    With `onnx`, the same weights also go in as an ONNX graph, checked against the network.
+    An unfinished run is refused: its weights file holds the best epoch so far of a run that may
+    still be in its first phase, and it has no final evaluation. With `onnx`, the same weights also
+    go in as an ONNX graph, checked against the network.
     """
-    run = RunDir.open(run_dir)
+    run = RunDir.open_finished(run_dir)
     info = run.read_info()
     test = run.read_evaluation("test")
-    epochs = history.read(run.metrics)
+    epochs = run.read_metrics()
     card = ModelCard(
         task=info.task,
         arch=info.arch,
