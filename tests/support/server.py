@@ -43,6 +43,7 @@ def untrained_run(path: Path, task: str, arch: str, labels: list[str], preproces
     run.write_info(
         RunInfo(task=task, arch=arch, labels=labels, preprocessing=preprocessing, config={}, data_sha256={})
     )
+    run.finish()  # export takes finished runs only
     return path
 
 
