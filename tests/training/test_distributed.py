@@ -1,5 +1,6 @@
 """`python -m training` under torchrun: 2 CPU processes joined by gloo train on real MNIST what 1 process
-trains with the same global batch (the linear scaling rule: half the batch, the same learning rate x 2).
+trains with the same global batch (the linear scaling rule: half the batch, the same learning rate x 2),
+and a fine-tuning run stopped on 1 process resumes on 2.
 
 Tolerance: the runs differ only in float summation order (the gradient is averaged over processes
 instead of within one batch), which early, high-learning-rate AdamW steps amplify. The 1-process run
@@ -70,3 +71,39 @@ def test_two_gloo_processes_match_one_process_of_the_same_global_batch(
     accuracy = one.read_evaluation("test")["accuracy"]  # type: ignore[index]
     assert distributed.read_evaluation("test")["accuracy"] == pytest.approx(accuracy, abs=0.015)  # type: ignore[index]
     assert distributed.load_checkpoint().world_size == 2
+
+
+def test_a_photo_run_stopped_on_one_process_resumes_on_two(
+    fake_photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fine-tuning (DistributedSampler, the cached head under DDP, frozen blocks) resumed by torchrun."""
+    from training import engine
+    from training.recipes import finetune
+
+    settings = {"arch": "resnet18", "weights": "none", "image_size": 32, "batch_size": 2, "feature_epochs": 2,
+                "finetune_epochs": 2, "unfreeze": 1, "workers": 0, "device": "cpu"}  # fmt: skip
+    real_evaluate, calls = engine.evaluate, []
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 4:  # fine-tuning's 2nd validation
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train(finetune.Config(data_dir=str(fake_photos), **settings), tmp_path / "run")
+    monkeypatch.undo()
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "training", "train", "photo", f"--data-dir={fake_photos}", *flags,
+         f"--out={tmp_path / 'run'}", "--resume"],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = RunDir(tmp_path / "run")
+    assert [(row.phase, row.epoch) for row in run.read_metrics()] == [
+        ("features", 1), ("features", 2), ("finetune", 1), ("finetune", 2),
+    ]  # fmt: skip
+    assert run.read_progress().finished and run.load_checkpoint().world_size == 2  # type: ignore[union-attr]
