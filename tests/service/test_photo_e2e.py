@@ -25,7 +25,7 @@ from exported.preprocessing import Preprocessing
 from tests.conftest import HYMENOPTERA_DIR, WEIGHTS_DIR
 from tests.support.server import Server, mnist_run
 from training.export import export_run
-from training.finetune import FinetuneConfig, finetune
+from training.recipes import finetune
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ PHOTOS_PER_CLASS = 2  # val photos per class sent to the service
 @pytest.fixture(scope="module")
 def photo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A MobileNetV2 head trained on 16 photos per class at 128 px (a few seconds of CPU)."""
-    config = FinetuneConfig(
+    config = finetune.Config(
         arch="mobilenet_v2",
         weights=str(WEIGHTS_DIR / "mobilenet_v2_imagenet1k_from_tflite_quant.pth"),
         data_dir=str(HYMENOPTERA_DIR),
@@ -48,7 +48,7 @@ def photo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         finetune_epochs=0,
         workers=0,
     )
-    return finetune(config, tmp_path_factory.mktemp("photo")).path
+    return finetune.train(config, tmp_path_factory.mktemp("photo")).path
 
 
 @pytest.fixture(scope="module")
