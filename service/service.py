@@ -10,6 +10,7 @@ the process it arrived in.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ class ImageClassifier:
         from service.runtime import LoadedModels  # torch: in the worker processes only
 
         self.models = LoadedModels(catalog, settings)
+        # Everything loaded so far (torch, BentoML, the models) lives as long as the process: frozen out of
+        # the garbage collector's sight, it is no longer walked by every full collection. Measured: MNIST
+        # at concurrency 16 had p99 spikes of 180 ms in half of the 8 s runs, none (p99 23-27 ms) after.
+        gc.collect()
+        gc.freeze()
 
     async def classify(self, model: str, files: Sequence[bytes]) -> list[dict[str, Any]]:
         """Top-k labels of each image file, in order; an `InputRejected` names what is wrong."""
