@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]  # recorded commands are relative to it
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -95,7 +97,7 @@ def _command(pid: int, width: int = 100) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "?"
-    argv = [part for part in raw.decode(errors="replace").split("\0") if part]
+    argv = [part.replace(f"{REPO}/", "") for part in raw.decode(errors="replace").split("\0") if part]
     if argv:
         argv[0] = Path(argv[0]).name
     command = " ".join(argv)

@@ -40,8 +40,15 @@ def service_command(port: int) -> list[str]:
 
 def stock_command(port: int) -> list[str]:
     """The stock BentoML reference service in bench/stock_service.py."""
-    bentoml = REPO / ".venv" / "bin" / "bentoml"
-    return [str(bentoml), "serve", "bench.stock_service:StockClassifier", "--host", HOST, "--port", str(port)]
+    return [
+        ".venv/bin/bentoml",
+        "serve",
+        "bench.stock_service:StockClassifier",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
 
 
 @contextmanager
