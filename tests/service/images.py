@@ -18,6 +18,11 @@ IMAGENET = Preprocessing(
     input_size=(224, 224), channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize_size=256
 )
 
+# A small photo model's preprocessing (untrained MobileNetV2 stand-ins in the service tests).
+SMALL_PHOTO = Preprocessing(
+    input_size=(64, 64), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize_size=72
+)
+
 
 def mnist_test_digits(mnist_dir: Path, count: int) -> tuple[list[np.ndarray], list[int]]:
     """The first `count` digits of the real MNIST test split (28x28 uint8) and their labels."""

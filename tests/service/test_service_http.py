@@ -17,14 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from exported import Preprocessing
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
 from tests.support.server import REPO, mnist_run, untrained_run
-
-PHOTO = Preprocessing(
-    input_size=(64, 64), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize_size=72
-)
 
 
 class InProcess:
@@ -62,7 +57,7 @@ def export(run_dir: Path, *options: str) -> None:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     scratch = tmp_path_factory.mktemp("runs")
     export(mnist_run(scratch / "mnist"), "--onnx")
-    export(untrained_run(scratch / "photo", "photo", "mobilenet_v2", ["ant", "bee"], PHOTO))
+    export(untrained_run(scratch / "photo", "photo", "mobilenet_v2", ["ant", "bee"], images.SMALL_PHOTO))
     for name in [name for name in sys.modules if name == "service.service"]:
         del sys.modules[name]  # settings and catalog are read at import: read them with these models
     from service.service import ImageClassifier

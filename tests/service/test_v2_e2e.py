@@ -31,9 +31,6 @@ from tests.support.server import EMBEDDED_MNIST, Server, mnist_run, untrained_ru
 pytestmark = pytest.mark.e2e
 
 TRAINED = (EMBEDDED_MNIST / "config.json").is_file()
-PHOTO = Preprocessing(
-    input_size=(64, 64), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize_size=72
-)
 BINARY = pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 
 
@@ -42,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("bentoml-home-v2")
     server = Server(home, log=home / "serve.log", device="cpu", workers="1", photo_max_batch_size="4")
     server.export(mnist_run(home / "mnist"), "--onnx")
-    server.export(untrained_run(home / "photo", "photo", "mobilenet_v2", ["ant", "bee"], PHOTO))
+    server.export(untrained_run(home / "photo", "photo", "mobilenet_v2", ["ant", "bee"], images.SMALL_PHOTO))
     server.start()
     yield server
     server.stop()
