@@ -139,7 +139,7 @@ def _uploaded_files(scope: Scope, body: bytes) -> list[bytes]:
                 f"{FILE_FIELD}[{len(files)}] is a plain form value, not a file upload; "
                 "URLs are never fetched: upload the image file itself"
             )
-        files.append(bytes(part.data))
+        files.append(part.data)
     return files
 
 
