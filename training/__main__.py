@@ -1,4 +1,4 @@
-"""Command line: `python -m training {train,finetune,evaluate,export,summary,list-archs}`.
+"""Command line: `python -m training {train,finetune,evaluate,export,import-weights,summary,list-archs}`.
 
 `train TASK` takes the flags of its recipe's config (see `training.options`), or `--config FILE` with
 flags on top. It runs unchanged under `torchrun --nproc-per-node N` (see `training.distributed`).
@@ -167,6 +167,27 @@ def export(run_dir: Path, name: str | None, onnx: bool) -> None:
     from training.export import export_run
 
     click.echo(str(export_run(run_dir, name, onnx=onnx)))
+
+
+@cli.command("import-weights")
+@click.argument("arch")
+@click.argument("weights_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory to write")
+@click.option(
+    "--dtype", default="float32", show_default=True,
+    help="stored type of the floating-point tensors, e.g. float16: half the bytes, loaded back as float32",
+)  # fmt: skip
+@click.option(
+    "--labels-from", "entry", metavar="WEIGHTS",
+    help="the torchvision weights entry (e.g. IMAGENET1K_V1) whose class names and eval preprocessing "
+    "the file follows  [default: the arch's first]",
+)  # fmt: skip
+def import_weights(arch: str, weights_file: Path, out: Path, dtype: str, entry: str | None) -> None:
+    """Write a torchvision state_dict file of ARCH as a finished run directory that `export` takes."""
+    from training.importing import import_weights as import_run
+
+    run = import_run(arch, weights_file, out, dtype=dtype, entry=entry)
+    click.echo(f"run directory: {run.path}")
 
 
 # summary, list-archs ----------------------------------------------------------------------------------
