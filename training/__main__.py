@@ -160,13 +160,17 @@ def evaluate(run_dir: Path, data_dir: Path, split: str, device: str) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--name", help="model name in the store (default: mnist-convnet or photo-classifier)")
 @click.option("--onnx", is_flag=True, help="also store the weights as an ONNX graph (ONNX Runtime serves it)")
-def export(run_dir: Path, name: str | None, onnx: bool) -> None:
+@click.option(
+    "--if-absent", is_flag=True,
+    help="only when the store holds no model of this name yet (a default that never displaces one)",
+)  # fmt: skip
+def export(run_dir: Path, name: str | None, onnx: bool, if_absent: bool) -> None:
     """Save a finished run's best model into the BentoML model store and print its tag."""
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone exports
         return
     from training.export import export_run
 
-    click.echo(str(export_run(run_dir, name, onnx=onnx)))
+    click.echo(str(export_run(run_dir, name, onnx=onnx, if_absent=if_absent)))
 
 
 @cli.command("import-weights")
