@@ -1,4 +1,4 @@
-"""Command line: `python -m training {train,finetune,evaluate,export,summary,list-archs}`.
+"""Command line: `python -m training {train,finetune,evaluate,export,import-weights,summary,list-archs}`.
 
 `train TASK` takes the flags of its recipe's config (see `training.options`), or `--config FILE` with
 flags on top. It runs unchanged under `torchrun --nproc-per-node N` (see `training.distributed`).
@@ -160,13 +160,38 @@ def evaluate(run_dir: Path, data_dir: Path, split: str, device: str) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--name", help="model name in the store (default: mnist-convnet or photo-classifier)")
 @click.option("--onnx", is_flag=True, help="also store the weights as an ONNX graph (ONNX Runtime serves it)")
-def export(run_dir: Path, name: str | None, onnx: bool) -> None:
+@click.option(
+    "--if-absent", is_flag=True,
+    help="only when the store holds no model of this name yet (a default that never displaces one)",
+)  # fmt: skip
+def export(run_dir: Path, name: str | None, onnx: bool, if_absent: bool) -> None:
     """Save a finished run's best model into the BentoML model store and print its tag."""
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone exports
         return
     from training.export import export_run
 
-    click.echo(str(export_run(run_dir, name, onnx=onnx)))
+    click.echo(str(export_run(run_dir, name, onnx=onnx, if_absent=if_absent)))
+
+
+@cli.command("import-weights")
+@click.argument("arch")
+@click.argument("weights_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="run directory to write")
+@click.option(
+    "--dtype", default="float32", show_default=True,
+    help="stored type of the floating-point tensors, e.g. float16: half the bytes, loaded back as float32",
+)  # fmt: skip
+@click.option(
+    "--labels-from", "entry", metavar="WEIGHTS",
+    help="the torchvision weights entry (e.g. IMAGENET1K_V1) whose class names and eval preprocessing "
+    "the file follows  [default: the arch's first]",
+)  # fmt: skip
+def import_weights(arch: str, weights_file: Path, out: Path, dtype: str, entry: str | None) -> None:
+    """Write a torchvision state_dict file of ARCH as a finished run directory that `export` takes."""
+    from training.importing import import_weights as import_run
+
+    run = import_run(arch, weights_file, out, dtype=dtype, entry=entry)
+    click.echo(f"run directory: {run.path}")
 
 
 # summary, list-archs ----------------------------------------------------------------------------------

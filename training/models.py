@@ -12,6 +12,7 @@ import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
@@ -30,6 +31,9 @@ from exported.architectures import (
 )
 from exported.preprocessing import MNIST_PREPROCESSING, Preprocessing
 from training.errors import UserError
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +158,11 @@ def pretrained_state_dict(backbone: Backbone, weights: str) -> dict[str, Tensor]
     path = Path(weights)
     if not path.is_file():
         raise UserError(f"weights file not found: {path} (--weights takes imagenet, none or a file)")
+    return read_state_dict(path)
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """A state_dict file: safetensors, or a torch.save file loaded with weights_only=True."""
     try:
         state_dict = (
             load_file(path)
@@ -170,6 +179,20 @@ def pretrained_state_dict(backbone: Backbone, weights: str) -> dict[str, Tensor]
     return state_dict
 
 
+def weights_preprocessing(weights: WeightsEnum) -> Preprocessing:
+    """The eval transforms of torchvision weights (read from their meta: nothing is downloaded)."""
+    transforms = weights.transforms()
+    crop, resize = transforms.crop_size[0], transforms.resize_size[0]
+    return Preprocessing(
+        input_size=(crop, crop),
+        channels=3,
+        mean=tuple(transforms.mean),
+        std=tuple(transforms.std),
+        resize_size=resize,
+        interpolation=transforms.interpolation.value,
+    )
+
+
 def _torchvision_backbone(name: str) -> Backbone:
     from torchvision.models import get_model_weights
 
@@ -177,17 +200,7 @@ def _torchvision_backbone(name: str) -> Backbone:
         """The eval transforms of the default ImageNet weights, or else of the arch's first ImageNet
         recipe (e.g. 256/224, Inception v3 342/299), which a ported or local file is expected to follow."""
         weights_enum = get_model_weights(name)
-        weights = weights_enum.DEFAULT if default_weights else next(iter(weights_enum))
-        transforms = weights.transforms()
-        crop, resize = transforms.crop_size[0], transforms.resize_size[0]
-        return Preprocessing(
-            input_size=(crop, crop),
-            channels=3,
-            mean=tuple(transforms.mean),
-            std=tuple(transforms.std),
-            resize_size=resize,
-            interpolation=transforms.interpolation.value,
-        )
+        return weights_preprocessing(weights_enum.DEFAULT if default_weights else next(iter(weights_enum)))
 
     default = get_model_weights(name).DEFAULT
     return Backbone(

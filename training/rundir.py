@@ -184,8 +184,13 @@ class RunDir:
 
     # Weights and checkpoint ----------------------------------------------------------------------
 
-    def save_weights(self, network: nn.Module) -> None:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
+    def save_weights(self, network: nn.Module, dtype: torch.dtype | None = None) -> None:
+        """With `dtype` (e.g. float16, half the bytes), floating-point tensors are stored in that type;
+        loading casts them back to the network's own."""
+        tensors = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+            for k, v in network.state_dict().items()
+        }
         temporary = self.weights.with_suffix(".tmp")
         save_file(tensors, str(temporary))
         os.replace(temporary, self.weights)

@@ -64,6 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         max_request_bytes=str(MAX_BYTES),
     )
     server.export(mnist_run(home / "run"), "--onnx")  # as scripts/serve.sh does: served with ONNX Runtime
+    # No photo model in this store (unlike serve.sh's): /classify/photo must answer 503.
     server.start()
     yield server
     server.stop()

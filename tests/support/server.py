@@ -21,6 +21,7 @@ from training.rundir import RunDir, RunInfo
 
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDED_MNIST = REPO / "models" / "mnist"
+EMBEDDED_PHOTO = REPO / "models" / "mobilenet-v2-imagenet"  # exported with --if-absent, as serve.sh does
 
 
 def free_port() -> int:

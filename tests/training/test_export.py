@@ -1,16 +1,19 @@
 """Export: a finished run becomes a model store entry whose network gives the run's logits; an
-unfinished run is refused with one line."""
+unfinished run is refused with one line; `--if-absent` never displaces a model of the same name."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import bentoml
 import pytest
 import torch
 from PIL import Image
 
 from exported import load_model
+from exported.preprocessing import MNIST_PREPROCESSING
 from tests.support.cli import assert_one_line_error, invoke
+from tests.support.server import untrained_run
 from training import engine
 from training.data import load_idx_split
 from training.export import export_run
@@ -69,3 +72,30 @@ def test_an_unfinished_run_is_refused_with_one_line(
     assert (tmp_path / "stopped" / "model.safetensors").is_file()  # the best epoch so far exists...
     result = invoke("export", tmp_path / "stopped")  # ...but is not a finished model
     assert_one_line_error(result, "unfinished run (stopped after train epoch 1)", "finish it with --resume")
+
+
+def test_if_absent_exports_a_default_that_never_displaces_another_model(tmp_path: Path) -> None:
+    """`export --if-absent` (scripts/serve.sh's embedded photo model) before and after a user's export."""
+
+    def run(name: str) -> Path:
+        return untrained_run(tmp_path / name, "mnist", "mnist_cnn", list("0123456789"), MNIST_PREPROCESSING)
+
+    default, users, later = run("default"), run("users"), run("later")
+
+    def versions(name: str) -> set[str]:
+        return {str(model.tag) for model in bentoml.models.list(name)}
+
+    embedded = export_run(default, "digits-a", if_absent=True)  # an empty store: exported
+    assert versions("digits-a") == {str(embedded)}
+    fine_tuned = export_run(users, "digits-a")
+    assert bentoml.models.get("digits-a:latest").tag == fine_tuned  # the newest export is served
+    assert export_run(default, "digits-a", if_absent=True) == fine_tuned  # serve.sh again: nothing changes
+    assert bentoml.models.get("digits-a:latest").tag == fine_tuned
+    bentoml.models.delete(fine_tuned)  # going back to the default
+    assert bentoml.models.get("digits-a:latest").tag == embedded
+
+    fine_tuned = export_run(later, "digits-b")  # the user's export comes first
+    result = invoke("export", default, "--name", "digits-b", "--if-absent")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(fine_tuned)
+    assert versions("digits-b") == {str(fine_tuned)}
