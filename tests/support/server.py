@@ -13,14 +13,20 @@ import time
 from pathlib import Path
 
 import httpx
+import torch
 from safetensors.torch import save_file
+from torch import Tensor
+from torchvision.models import MobileNet_V2_Weights
 
 from exported import create_model
 from exported.preprocessing import MNIST_PREPROCESSING, Preprocessing
+from tests.conftest import WEIGHTS_DIR
+from tests.service.images import IMAGENET
 from training.rundir import RunDir, RunInfo
 
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDED_MNIST = REPO / "models" / "mnist"
+IMAGENET_WEIGHTS = WEIGHTS_DIR / "mobilenet_v2_imagenet1k_from_tflite_quant.pth"
 
 
 def free_port() -> int:
@@ -36,15 +42,35 @@ def free_port() -> int:
     raise RuntimeError("no free port below 32768")
 
 
-def untrained_run(path: Path, task: str, arch: str, labels: list[str], preprocessing: Preprocessing) -> Path:
-    """A run directory with random weights: enough to exercise the serving path, not accuracy."""
+def finished_run(
+    path: Path,
+    task: str,
+    arch: str,
+    labels: list[str],
+    preprocessing: Preprocessing,
+    weights: dict[str, Tensor],
+) -> Path:
+    """A finished run directory holding `weights` (a state dict of `arch`), ready for export."""
     run = RunDir.create(path)
-    save_file(create_model(arch, len(labels)).state_dict(), run.weights)
+    save_file(weights, run.weights)
     run.write_info(
         RunInfo(task=task, arch=arch, labels=labels, preprocessing=preprocessing, config={}, data_sha256={})
     )
     run.finish()  # export takes finished runs only
     return path
+
+
+def untrained_run(path: Path, task: str, arch: str, labels: list[str], preprocessing: Preprocessing) -> Path:
+    """A run directory with random weights: enough to exercise the serving path, not accuracy."""
+    return finished_run(path, task, arch, labels, preprocessing, create_model(arch, len(labels)).state_dict())
+
+
+def imagenet_photo_run(path: Path) -> Path:
+    """The ImageNet MobileNetV2 of ../shared/weights as a photo run: 1,000 ImageNet classes (309 'bee',
+    310 'ant'), the classic ImageNet preprocessing."""
+    weights = torch.load(IMAGENET_WEIGHTS, map_location="cpu", weights_only=True)
+    labels = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]  # shipped with torchvision
+    return finished_run(path, "photo", "mobilenet_v2", labels, IMAGENET, weights)
 
 
 def mnist_run(path: Path) -> Path:
