@@ -172,28 +172,26 @@ class DemoPage:
         return path
 
 
-@pytest.fixture(scope="module")
-def photo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("bentoml-home-demo")
-    server = Server(
-        home, log=home / "serve.log", device="cpu", workers="1", torch_threads="1",
-        max_request_bytes=str(MAX_REQUEST_BYTES),
-    )  # fmt: skip
+def serving(home: Path, *, photo_model: bool, **settings: str) -> Iterator[Server]:
+    """`bentoml serve` with the embedded MNIST model, and the ImageNet photo model if asked for."""
+    server = Server(home, log=home / "serve.log", device="cpu", workers="1", torch_threads="1", **settings)
     server.export(mnist_run(home / "mnist"))
-    server.export(imagenet_photo_run(home / "photo"))
+    if photo_model:
+        server.export(imagenet_photo_run(home / "photo"))
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def photo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("bentoml-home-demo")
+    yield from serving(home, photo_model=True, max_request_bytes=str(MAX_REQUEST_BYTES))
 
 
 @pytest.fixture(scope="module")
 def mnist_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("bentoml-home-demo-mnist")
-    server = Server(home, log=home / "serve.log", device="cpu", workers="1", torch_threads="1")
-    server.export(mnist_run(home / "mnist"))
-    server.start()
-    yield server
-    server.stop()
+    yield from serving(tmp_path_factory.mktemp("bentoml-home-demo-mnist"), photo_model=False)
 
 
 @pytest.fixture(scope="module")
