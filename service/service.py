@@ -25,6 +25,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.catalog import build_catalog
+from service.demo import PATH as DEMO_PATH
+from service.demo import demo_files
 from service.errors import ModelNotLoaded, UnknownModel
 from service.front import PREFIX, ClassifyFront, read_base64
 from service.schemas import Classification
@@ -142,3 +144,4 @@ ImageClassifier.add_asgi_middleware(
     infer=_infer_in_worker,
     server={"name": "convnet-serve", "version": bentoml.__version__},
 )
+ImageClassifier.mount_asgi_app(demo_files(), path=DEMO_PATH, name="demo")

@@ -336,7 +336,7 @@ def test_metrics_has_every_custom_metric(server: Server) -> None:
 
 def test_bentoml_build_contains_the_models_and_the_service_code(server: Server, tmp_path: Path) -> None:
     """The bento lists the model by exact version; its exported archive carries the weights, the ONNX
-    graph and the serving code, and none of the training package."""
+    graph, the serving code and its demo page, and none of the training package."""
     build = bentoml_cli(server, "build", "--output", "tag")
     tag = build.stdout.strip().split("__tag__:")[-1]
     bento_yaml = yaml.safe_load(bentoml_cli(server, "get", tag, "--output", "yaml").stdout)
@@ -350,6 +350,7 @@ def test_bentoml_build_contains_the_models_and_the_service_code(server: Server, 
     version = models[0].split(":")[1]
     assert {f"models/mnist-convnet/{version}/model.{kind}" for kind in ("safetensors", "onnx")} <= names
     assert {"src/service/service.py", "src/service/runtime.py", "src/exported/store.py"} <= names
+    assert {f"src/service/static/{page}" for page in ("index.html", "demo.js", "demo.css")} <= names
     assert not any(name.startswith("src/training/") for name in names)
 
 

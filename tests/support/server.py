@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 from safetensors.torch import save_file
+from torch import Tensor
 
 from exported import create_model
 from exported.preprocessing import MNIST_PREPROCESSING, Preprocessing
@@ -37,15 +38,27 @@ def free_port() -> int:
     raise RuntimeError("no free port below 32768")
 
 
-def untrained_run(path: Path, task: str, arch: str, labels: list[str], preprocessing: Preprocessing) -> Path:
-    """A run directory with random weights: enough to exercise the serving path, not accuracy."""
+def finished_run(
+    path: Path,
+    task: str,
+    arch: str,
+    labels: list[str],
+    preprocessing: Preprocessing,
+    weights: dict[str, Tensor],
+) -> Path:
+    """A finished run directory holding `weights` (a state dict of `arch`), ready for export."""
     run = RunDir.create(path)
-    save_file(create_model(arch, len(labels)).state_dict(), run.weights)
+    save_file(weights, run.weights)
     run.write_info(
         RunInfo(task=task, arch=arch, labels=labels, preprocessing=preprocessing, config={}, data_sha256={})
     )
     run.finish()  # export takes finished runs only
     return path
+
+
+def untrained_run(path: Path, task: str, arch: str, labels: list[str], preprocessing: Preprocessing) -> Path:
+    """A run directory with random weights: enough to exercise the serving path, not accuracy."""
+    return finished_run(path, task, arch, labels, preprocessing, create_model(arch, len(labels)).state_dict())
 
 
 def mnist_run(path: Path) -> Path:
