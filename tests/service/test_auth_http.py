@@ -1,7 +1,7 @@
 """The service in-process over HTTP with bearer tokens from a token file (two tokens, as while rotating).
 
-The same tier as test_service_http.py (which runs with authentication off): BentoML's `to_asgi()` app
-with its lifespan, on the tests' own store, the embedded MNIST model.
+The same tier as test_service_http.py (which runs with authentication off): BentoML's ASGI app with its
+lifespan, on the tests' own store, the embedded MNIST model.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _bentoml_impl.server.app import ServiceAppFactory  # what to_asgi() builds, with its options
 
 from service.auth import OPEN_PATHS, BearerAuth
 from tests.service import images
@@ -40,7 +41,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def http(service: Any) -> Iterator[InProcess]:
-    client = InProcess(service.to_asgi())
+    """`service.to_asgi()` without BentoML's request metrics, which a process registers only once: the
+    app of test_service_http.py registers them (they sit outside the service's middlewares anyway)."""
+    service.inject_config()
+    client = InProcess(ServiceAppFactory(service, is_main=True, enable_metrics=False)())
     yield client
     client.close()
 
