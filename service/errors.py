@@ -120,3 +120,11 @@ class UnknownRoute(InputRejected):
 class MethodNotAllowed(InputRejected):
     error_code = HTTPStatus.METHOD_NOT_ALLOWED
     reason = "method_not_allowed"
+
+
+class Unauthorized(InputRejected):
+    """No valid bearer token (auth.py): the answer tells no more than that."""
+
+    error_code = HTTPStatus.UNAUTHORIZED
+    reason = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}

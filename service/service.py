@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from service.auth import BearerAuth, read_tokens
 from service.catalog import build_catalog
 from service.demo import PATH as DEMO_PATH
 from service.demo import demo_files
@@ -130,6 +131,9 @@ ImageClassifier = bentoml.asgi_app(
         logging={"access": {"enabled": settings.access_log}},
     )(ImageClassifier)
 )
+if api_tokens := read_tokens(settings.api_token, settings.api_token_file):
+    # First: the outermost of the service's middlewares, so every route behind it is protected.
+    ImageClassifier.add_asgi_middleware(BearerAuth, tokens=api_tokens)
 ImageClassifier.add_asgi_middleware(
     ClassifyFront,
     models=list(settings.models),

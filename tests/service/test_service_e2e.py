@@ -26,6 +26,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service import images
+from tests.support.requirements import BENTO_LOCK, read_pins
 from tests.support.server import EMBEDDED_MNIST, REPO, Server, free_port, mnist_run
 
 pytestmark = pytest.mark.e2e
@@ -336,22 +337,27 @@ def test_metrics_has_every_custom_metric(server: Server) -> None:
 
 def test_bentoml_build_contains_the_models_and_the_service_code(server: Server, tmp_path: Path) -> None:
     """The bento lists the model by exact version; its exported archive carries the weights, the ONNX
-    graph, the serving code and its demo page, and none of the training package."""
+    graph, the serving code and its demo page, and none of the training package, and installs the bento
+    lock, hashes included (BentoML adds its own pin of itself)."""
     build = bentoml_cli(server, "build", "--output", "tag")
     tag = build.stdout.strip().split("__tag__:")[-1]
-    bento_yaml = yaml.safe_load(bentoml_cli(server, "get", tag, "--output", "yaml").stdout)
-    models = [model["tag"] for service in bento_yaml["services"] for model in service["models"]]
-    assert models == [httpx.get(f"{server.url}/models/mnist").json()["tag"]]
-
     archive = tmp_path / "classifier.bento"
     bentoml_cli(server, "export", tag, str(archive))
     with tarfile.open(archive) as bento:
-        names = {name.removeprefix("./") for name in bento.getnames()}
+        files = {member.name.removeprefix("./"): member for member in bento.getmembers()}
+        bento_yaml = yaml.safe_load(bento.extractfile(files["bento.yaml"]).read())
+        requirements = bento.extractfile(files["env/python/requirements.txt"]).read().decode()
+
+    models = [model["tag"] for service in bento_yaml["services"] for model in service["models"]]
+    assert models == [httpx.get(f"{server.url}/models/mnist").json()["tag"]]
     version = models[0].split(":")[1]
-    assert {f"models/mnist-convnet/{version}/model.{kind}" for kind in ("safetensors", "onnx")} <= names
-    assert {"src/service/service.py", "src/service/runtime.py", "src/exported/store.py"} <= names
-    assert {f"src/service/static/{page}" for page in ("index.html", "demo.js", "demo.css")} <= names
-    assert not any(name.startswith("src/training/") for name in names)
+    assert {
+        f"models/mnist-convnet/{version}/model.{kind}" for kind in ("safetensors", "onnx")
+    } <= files.keys()
+    assert {"src/service/service.py", "src/service/runtime.py", "src/exported/store.py"} <= files.keys()
+    assert {f"src/service/static/{page}" for page in ("index.html", "demo.js", "demo.css")} <= files.keys()
+    assert not any(name.startswith("src/training/") for name in files)
+    assert read_pins(requirements) == read_pins(BENTO_LOCK.read_text())
 
 
 def bentoml_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:

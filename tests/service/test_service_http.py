@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.auth import BearerAuth
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
 from tests.support.server import REPO, mnist_run, untrained_run
@@ -132,6 +133,12 @@ def test_models_metadata(http: InProcess) -> None:
     assert photo["preprocessing"]["input_size"] == [64, 64]
     unknown = http.get("/models/cifar")
     assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown_model"
+
+
+def test_no_token_is_asked_while_none_is_configured(http: InProcess, service: Any) -> None:
+    assert BearerAuth not in [middleware for middleware, _ in service.middlewares]
+    stray = {"Authorization": "Bearer not-configured"}
+    assert http.runner.run(http.client.get("/models", headers=stray)).status_code == 200
 
 
 @pytest.mark.parametrize(
