@@ -120,3 +120,33 @@ class UnknownRoute(InputRejected):
 class MethodNotAllowed(InputRejected):
     error_code = HTTPStatus.METHOD_NOT_ALLOWED
     reason = "method_not_allowed"
+
+
+class UnsupportedImageFormat(NotAnImage):
+    """A file that is not an image, sent to an explanation route: 415 there (its media type is not one
+    the route takes), where /classify answers 400 for any bad image of a batch."""
+
+    error_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class MoreThanOneImage(InputRejected):
+    """An explanation takes exactly one image."""
+
+    reason = "more_than_one_image"
+
+
+class UnknownTarget(InputRejected):
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    reason = "unknown_target"
+
+
+class UnknownLayer(InputRejected):
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    reason = "unknown_layer"
+
+
+class NotExplainable(InputRejected):
+    """A model without a convolutional feature map for Grad-CAM (a vision transformer)."""
+
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    reason = "not_explainable"
