@@ -42,6 +42,8 @@ from service.multipart import parse_form
 logger = logging.getLogger(__name__)
 
 FILE_FIELD = "image"
+EXPLAIN, FEATURES = "/explain/", "/features/"  # each followed by the model's route name
+TARGET, LAYER = "target", "layer"  # their query parameters
 
 # (model, the image file, the query parameter's value or None) -> the JSON answer
 Answer = Callable[[str, bytes, str | None], Awaitable[dict[str, Any]]]
@@ -71,7 +73,7 @@ class ExplainFront:
         self.models = frozenset(models)
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
-        self.routes = (Route("/explain/", "target", explain), Route("/features/", "layer", features))
+        self.routes = (Route(EXPLAIN, TARGET, explain), Route(FEATURES, LAYER, features))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")

@@ -30,6 +30,7 @@ from service.catalog import build_catalog
 from service.errors import ModelNotLoaded, UnknownModel
 from service.explain_front import ExplainFront
 from service.front import PREFIX, ClassifyFront, read_base64
+from service.openapi import OpenApiAddendum, explanation_paths
 from service.schemas import Classification
 from service.settings import ServiceSettings
 from service.v2 import PREFIX as V2_PREFIX
@@ -164,3 +165,5 @@ ImageClassifier.add_asgi_middleware(
     explain=_explain_in_worker,
     features=_features_in_worker,
 )
+_paths, _schemas = explanation_paths(list(settings.models))
+ImageClassifier.add_asgi_middleware(OpenApiAddendum, paths=_paths, schemas=_schemas)

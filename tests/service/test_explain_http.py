@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
+from service.schemas import Explanation, FeatureMaps, RejectedInput
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
 from tests.support.asgi import InProcess
@@ -39,9 +40,13 @@ def upload(*files: bytes, field: str = "image") -> dict[str, Any]:
 
 
 def answer(response: httpx.Response) -> dict[str, Any]:
+    """The JSON answer, which has exactly the fields of its schema in the OpenAPI document."""
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
-    return response.json()
+    document = response.json()
+    schema = Explanation if response.url.path.startswith("/explain/") else FeatureMaps
+    assert schema.model_validate(document).model_dump(mode="json") == document
+    return document
 
 
 def png_of(url: str) -> Image.Image:
@@ -166,6 +171,7 @@ def test_bad_requests_are_4xx_naming_the_problem_and_the_next_one_succeeds(
         request_ = upload(*digits[0][:2])
     response = http.post(path, **request_)
     assert (response.status_code, response.json()["reason"]) == (status, reason), response.text
+    assert RejectedInput.model_validate(response.json()).model_dump() == response.json()
     assert response.json()["error"]
     assert answer(http.post("/explain/mnist", **upload(digits[0][0])))["target"]["label"] == str(digits[1][0])
 
@@ -209,3 +215,27 @@ def test_a_full_explanation_queue_answers_429_and_classification_goes_on(
     )
     assert [r.json()[0]["predictions"][0]["label"] for r in classified] == [str(n) for n in digits[1]]
     assert max(finished[f"digit {i}"] for i in range(3)) < finished["explanation"]
+
+
+def test_the_openapi_document_describes_both_routes(http: InProcess) -> None:
+    document = http.get("/docs.json").json()
+    assert "/classify/mnist" in document["paths"]  # BentoML's own entries stay
+    for path, parameter, answer_schema in (
+        ("/explain/{model}", "target", "Explanation"),
+        ("/features/{model}", "layer", "FeatureMaps"),
+    ):
+        operation = document["paths"][path]["post"]
+        assert [p["name"] for p in operation["parameters"]] == ["model", parameter]
+        assert operation["parameters"][0]["schema"]["enum"] == ["mnist", "photo", "imagenet", "ants"]
+        assert list(operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == [
+            "image"
+        ]
+        responses = operation["responses"]
+        assert (
+            responses["200"]["content"]["application/json"]["schema"]["$ref"]
+            == f"#/components/schemas/{answer_schema}"
+        )
+        assert {"400", "404", "413", "415", "422", "429", "503"} <= set(responses)
+    assert {"Explanation", "FeatureMaps", "RejectedInput", "Target", "Heatmap"} <= set(
+        document["components"]["schemas"]
+    )
