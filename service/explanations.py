@@ -3,9 +3,9 @@ bounded queue.
 
 The classification path may run ONNX Runtime, and runs its batches on its own thread. Explanations need
 PyTorch's gradients and a network of their own (captum hooks the layer it explains, which would fire in
-the classification batches too), and run on one more thread, one at a time: they never wait in, nor
-delay, a classification batch. A worker holds at most `max_queued_explanations` of them, running or
-waiting, and refuses more at once with 429.
+the classification batches too), and run on one more thread, one at a time: they never join, nor queue
+ahead of, a classification batch (they do share the worker's cores: the README says how much). A worker
+holds at most `max_queued_explanations` of them, running or waiting, and refuses more at once with 429.
 
 A model's network for explanations is a second copy of its weights: it is loaded on the model's first
 explanation, with captum, so that a worker that never explains does not hold them.
