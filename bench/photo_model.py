@@ -27,9 +27,9 @@ IMAGENET_PREPROCESSING = Preprocessing(
 )
 
 
-def export_imagenet_mobilenet_v2(weights: Path = PHOTO_WEIGHTS) -> bentoml.Tag:
+def export_imagenet_mobilenet_v2(weights: Path = PHOTO_WEIGHTS, *, onnx: bool = True) -> bentoml.Tag:
     """Save the MobileNetV2 state dict in `weights` as `photo-classifier` in the current model store,
-    with its ONNX graph."""
+    with its ONNX graph unless `onnx` is false."""
     state = torch.load(weights, map_location="cpu", weights_only=True)
     labels = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
     network = create_model("mobilenet_v2", len(labels))
@@ -45,5 +45,6 @@ def export_imagenet_mobilenet_v2(weights: Path = PHOTO_WEIGHTS) -> bentoml.Tag:
     with tempfile.TemporaryDirectory() as scratch:
         safetensors, graph = Path(scratch) / "model.safetensors", Path(scratch) / "model.onnx"
         save_file(state, str(safetensors))
-        export_onnx(network, IMAGENET_PREPROCESSING, graph)  # as `python -m training export --onnx` does
-        return save_model("photo-classifier", safetensors, card, onnx=graph)
+        if onnx:
+            export_onnx(network, IMAGENET_PREPROCESSING, graph)  # as `python -m training export --onnx` does
+        return save_model("photo-classifier", safetensors, card, onnx=graph if onnx else None)

@@ -1,7 +1,8 @@
 """Networks by architecture name, built on demand: the MNIST ConvNet, torchvision's and timm's classifiers.
 
 `create_model(arch, num_classes)` rebuilds, without weights, exactly the network a recipe trained:
-an ImageNet architecture has its classification head replaced by one for `num_classes`. Nothing is
+an ImageNet architecture has its classification head replaced by one for `num_classes`;
+`gradcam_layer(arch, model)` names the layer whose feature maps Grad-CAM weighs. Nothing is
 registered at import; torchvision and timm are imported only for the names that need them.
 """
 
@@ -20,6 +21,32 @@ IMAGENET_CLASSES = 1000
 TORCHVISION_OPTIONS: dict[str, dict[str, Any]] = {
     "inception_v3": {"transform_input": True, "init_weights": True},
     "googlenet": {"transform_input": True, "init_weights": True},
+}
+
+
+# Grad-CAM's layer (Selvaraju et al., 2017): the output of the last convolutional block, the most abstract
+# feature maps that are still spatial (N, C, H, W). Per torchvision family (the arch name's prefix), a
+# module path, where "[-1]" is the last module of a Sequential, or AFTER_LAST_CONVOLUTION: the activation
+# that follows the network's last convolution. timm models list their stages themselves (`feature_info`).
+# Vision transformers (vit, swin, maxvit) have no such map and are not in the table.
+AFTER_LAST_CONVOLUTION = "the activation after the last convolution"
+GRADCAM_LAYERS = {
+    MNIST_CNN: AFTER_LAST_CONVOLUTION,
+    "alexnet": AFTER_LAST_CONVOLUTION,
+    "vgg": AFTER_LAST_CONVOLUTION,
+    "resnet": "layer4",
+    "resnext": "layer4",
+    "wide_resnet": "layer4",
+    "densenet": "features",
+    "inception_v3": "Mixed_7c",
+    "googlenet": "inception5b",
+    "regnet": "trunk_output",
+    "shufflenet": "conv5",
+    "squeezenet": "features",
+    "mobilenet": "features[-1]",
+    "efficientnet": "features[-1]",
+    "convnext": "features[-1]",
+    "mnasnet": "layers[-1]",
 }
 
 
@@ -115,3 +142,21 @@ def replace_head(model: nn.Module, num_classes: int) -> None:
         else nn.Conv2d(old.in_channels, num_classes, kernel_size=1)
     )
     setattr(parent, attribute, new)
+
+
+def gradcam_layer(arch: str, model: nn.Module) -> str:
+    """The module path of `model`'s Grad-CAM layer (`GRADCAM_LAYERS`); a LookupError for an arch without."""
+    if arch.startswith(TIMM_PREFIX):
+        return model.feature_info[-1]["module"]
+    family = next((family for family in GRADCAM_LAYERS if arch.startswith(family)), None)
+    if family is None:
+        raise LookupError(f"no Grad-CAM layer is known for {arch!r}: it has no convolutional feature map")
+    path = GRADCAM_LAYERS[family]
+    if path == AFTER_LAST_CONVOLUTION:
+        names = [name for name, _ in model.named_modules()]
+        last = max(i for i, (_, module) in enumerate(model.named_modules()) if isinstance(module, nn.Conv2d))
+        return names[last + 1]
+    if path.endswith("[-1]"):
+        parent = path.removesuffix("[-1]")
+        return f"{parent}.{len(model.get_submodule(parent)) - 1}"
+    return path

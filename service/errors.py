@@ -128,3 +128,26 @@ class Unauthorized(InputRejected):
     error_code = HTTPStatus.UNAUTHORIZED
     reason = "unauthorized"
     headers = {"WWW-Authenticate": "Bearer"}
+
+
+class MoreThanOneImage(InputRejected):
+    """An explanation takes exactly one image."""
+
+    reason = "more_than_one_image"
+
+
+class UnknownTarget(InputRejected):
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    reason = "unknown_target"
+
+
+class UnknownLayer(InputRejected):
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    reason = "unknown_layer"
+
+
+class NotExplainable(InputRejected):
+    """A model without a convolutional feature map for Grad-CAM (a vision transformer)."""
+
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    reason = "not_explainable"

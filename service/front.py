@@ -73,7 +73,7 @@ class ClassifyFront:
             logger.info("rejected %s: %s", scope["path"], error)
             await error.to_response()(scope, receive, send)
             return
-        await _send_json(send, json.dumps(answer, separators=(",", ":")).encode())
+        await send_json(send, json.dumps(answer, separators=(",", ":")).encode())
 
     def _route(self, scope: Scope) -> tuple[str, bool] | None:
         """(model, base64?) for a POST to one of the classify routes, else None."""
@@ -117,12 +117,12 @@ def read_base64(text: str) -> bytes:
         raise InvalidBase64(f"not valid base64: {error}") from None
 
 
-def _media_type(scope: Scope) -> str:
+def request_media_type(scope: Scope) -> str:
     return Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
 
 
 def _uploaded_files(scope: Scope, body: bytes) -> list[bytes]:
-    media_type = _media_type(scope)
+    media_type = request_media_type(scope)
     if media_type != "multipart/form-data":
         raise UnsupportedMediaType(
             f"expected multipart/form-data with image files in the field '{FILE_FIELD}', got "
@@ -144,7 +144,7 @@ def _uploaded_files(scope: Scope, body: bytes) -> list[bytes]:
 
 
 def _base64_files(scope: Scope, body: bytes) -> list[bytes]:
-    media_type = _media_type(scope)
+    media_type = request_media_type(scope)
     if media_type not in ("", "application/json"):
         raise UnsupportedMediaType(
             f'expected application/json {{"{FILE_FIELD}": ["<base64>", ...]}}, got {media_type} '
@@ -168,7 +168,7 @@ def _base64_files(scope: Scope, body: bytes) -> list[bytes]:
     return files
 
 
-async def _send_json(send: Send, body: bytes) -> None:
+async def send_json(send: Send, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -51,3 +51,9 @@ rejected_inputs_total = Counter(
     "Requests refused, by reason",
     ["model", "reason"],
 )
+explanation_seconds = Histogram(
+    "convnet_explanation_seconds",
+    "Time to answer one explanation (kind gradcam or features), from joining the explanation queue",
+    ["model", "kind"],
+    buckets=SECONDS_BUCKETS,
+)

@@ -206,8 +206,8 @@ class LoadedModels:
 
     def __init__(self, catalog: dict[str, CatalogEntry], settings: ServiceSettings) -> None:
         torch.set_num_threads(settings.threads_per_worker)
-        device = resolve_device(settings.device)
-        self.models = {name: LoadedModel(entry, settings, device) for name, entry in catalog.items()}
+        self.device = resolve_device(settings.device)
+        self.models = {name: LoadedModel(entry, settings, self.device) for name, entry in catalog.items()}
 
     def get(self, name: str) -> LoadedModel:
         try:

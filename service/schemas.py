@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from exported import Preprocessing
 
@@ -32,3 +32,52 @@ class ModelInfo(BaseModel):
     preprocessing: Preprocessing
     test_accuracy: float | None  # on the held-out test set, when the data had one
     val_accuracy: float | None  # of the exported (best) checkpoint
+
+
+class Target(BaseModel):
+    """The class an explanation is of."""
+
+    index: int
+    label: str
+    score: float
+
+
+class Heatmap(BaseModel):
+    """Grad-CAM at the model input's size (the preprocessed crop), normalised to [0, 1]: `height` rows of
+    `width` values."""
+
+    width: int
+    height: int
+    values: list[list[float]]
+
+
+class Explanation(BaseModel):
+    """The answer of POST /explain/{model}: the class explained and where its evidence lies."""
+
+    model: str
+    version: str
+    target: Target
+    predictions: list[Prediction] = Field(description="the top-k classes, as /classify answers them")
+    layer: str = Field(description="module path of the Grad-CAM layer")
+    heatmap: Heatmap
+    overlay: str = Field(description="data:image/png;base64,...: the heatmap blended over the model's input")
+
+
+class FeatureMaps(BaseModel):
+    """The answer of POST /features/{model}: one convolution's output maps and the input's Sobel edges."""
+
+    model: str
+    version: str
+    layer: str = Field(description="module path of the convolution shown")
+    layers: list[str] = Field(description="module paths of the model's convolutions, in forward order")
+    channels: int
+    size: list[int] = Field(description="[height, width] of each map")
+    maps: str = Field(description="data:image/png;base64,...: the maps in a grid, each scaled min to max")
+    sobel: str = Field(description="data:image/png;base64,...: Sobel x, y and magnitude of the model's input")
+
+
+class RejectedInput(BaseModel):
+    """A refusal: what is wrong, and its label (the `reason` of convnet_rejected_inputs_total)."""
+
+    error: str
+    reason: str

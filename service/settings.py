@@ -52,6 +52,8 @@ class ServiceSettings(BaseSettings):
     max_latency_ms: PositiveInt = 1000
     # Images waiting for a batch, per model and worker: past it, requests get 429 with Retry-After.
     max_queued_images: PositiveInt = 512
+    # Explanations (/explain, /features) running or waiting, per worker: past it, 429 with Retry-After.
+    max_queued_explanations: PositiveInt = 4
 
     # Input limits: anything beyond them is refused with a 4xx before it reaches a model.
     max_images_per_request: PositiveInt = 64

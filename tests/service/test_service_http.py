@@ -1,4 +1,4 @@
-"""The service in-process over HTTP: BentoML's `to_asgi()` app with its lifespan, on the tests' own store.
+"""The service in-process over HTTP (the `http` app of tests/service/conftest.py): classification.
 
 The embedded MNIST model is exported with its ONNX graph (the worker serves it with ONNX Runtime),
 beside an untrained MobileNetV2 photo model without one (served with PyTorch).
@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,57 +17,7 @@ import pytest
 from service.auth import BearerAuth
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
-from tests.support.server import REPO, mnist_run, untrained_run
-
-
-class InProcess:
-    """Requests to the ASGI app on one event loop, which the workers' batcher threads answer into."""
-
-    def __init__(self, app: Any) -> None:
-        self.runner = asyncio.Runner()
-        self.lifespan = app.router.lifespan_context(app)
-        self.runner.run(self.lifespan.__aenter__())
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
-
-    def post(self, path: str, **request: Any) -> httpx.Response:
-        return self.runner.run(self.client.post(path, **request))
-
-    def get(self, path: str) -> httpx.Response:
-        return self.runner.run(self.client.get(path))
-
-    def gather(self, *requests: tuple[str, dict[str, Any]]) -> list[httpx.Response]:
-        async def all_at_once() -> list[httpx.Response]:
-            return await asyncio.gather(*(self.client.post(path, **kw) for path, kw in requests))
-
-        return self.runner.run(all_at_once())
-
-    def close(self) -> None:
-        self.runner.run(self.client.aclose())
-        self.runner.run(self.lifespan.__aexit__(None, None, None))
-        self.runner.close()
-
-
-def export(run_dir: Path, *options: str) -> None:
-    subprocess.run([sys.executable, "-m", "training", "export", str(run_dir), *options], cwd=REPO, check=True)
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    scratch = tmp_path_factory.mktemp("runs")
-    export(mnist_run(scratch / "mnist"), "--onnx")
-    export(untrained_run(scratch / "photo", "photo", "mobilenet_v2", ["ant", "bee"], images.SMALL_PHOTO))
-    for name in [name for name in sys.modules if name == "service.service"]:
-        del sys.modules[name]  # settings and catalog are read at import: read them with these models
-    from service.service import ImageClassifier
-
-    yield ImageClassifier
-
-
-@pytest.fixture(scope="module")
-def http(service: Any) -> Iterator[InProcess]:
-    client = InProcess(service.to_asgi())
-    yield client
-    client.close()
+from tests.support.asgi import InProcess
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +74,7 @@ def test_photos_are_classified_with_the_photo_model(http: InProcess) -> None:
 
 def test_models_metadata(http: InProcess) -> None:
     models = http.get("/models").json()
-    assert [m["model"] for m in models] == ["mnist", "photo"]
+    assert [m["model"] for m in models] == ["mnist", "photo", "imagenet"]
     photo = http.get("/models/photo").json()
     assert photo["arch"] == "mobilenet_v2" and photo["labels"] == ["ant", "bee"]
     assert photo["preprocessing"]["input_size"] == [64, 64]
