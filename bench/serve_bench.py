@@ -32,7 +32,6 @@ import torch
 from bench import raw_pipeline, report
 from bench.loadgen import check_wrk, run_wrk, wrk_version
 from bench.measure import IDLE_CORES, IDLE_WAIT_S, BatchMetric, Level, measure
-from bench.photo_model import export_imagenet_mobilenet_v2
 from bench.procstats import machine_busy_seconds, memory
 from bench.servers import REPO, Server, running, service_command, stock_command
 from bench.workload import MissingData, check_shared_data, mnist_pngs, photo_jpegs, write_bodies
@@ -40,6 +39,7 @@ from bench.workload import MissingData, check_shared_data, mnist_pngs, photo_jpe
 logger = logging.getLogger("serve_bench")
 
 RESULTS = REPO / "bench" / "results"
+PHOTO_RUN = "models/mobilenet-v2-imagenet"  # the embedded ImageNet MobileNetV2, as scripts/serve.sh serves it
 MNIST_DIGITS = 1024  # distinct test digits cycled by the load generator and the raw pipeline
 WARM_UP_SECONDS = 5.0  # per route at concurrency 1 before the first level, not reported
 CONCURRENCY = (1, 4, 16, 64)
@@ -133,10 +133,9 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
         ("photo", 1): write_bodies(scratch / "photo-1", jpegs, 1, "image/jpeg"),
     }
     # What scripts/serve.sh does first; done here too so that the raw pipeline can load the model.
-    subprocess.run(
-        [sys.executable, "-m", "training", "export", "models/mnist", "--onnx"], cwd=REPO, check=True
-    )
-    photo_tag = export_imagenet_mobilenet_v2()
+    for run in ("models/mnist", PHOTO_RUN):
+        subprocess.run([sys.executable, "-m", "training", "export", run, "--onnx"], cwd=REPO, check=True)
+    photo_tag = "photo-classifier:latest"
     logger.info("photo model: %s", photo_tag)
 
     _wait_for_quiet_machine(args.wait_quiet)

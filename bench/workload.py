@@ -13,7 +13,6 @@ from PIL import Image
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MNIST_IMAGES = SHARED / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 PHOTO_DIR = SHARED / "data" / "hymenoptera" / "val"
-PHOTO_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet1k_from_tflite_quant.pth"
 
 BOUNDARY = "convnet-bench-boundary-7f3a9c"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -26,7 +25,7 @@ class MissingData(RuntimeError):
 
 def check_shared_data() -> None:
     """Raise MissingData naming every missing input before anything starts."""
-    missing = [str(path) for path in (MNIST_IMAGES, PHOTO_DIR, PHOTO_WEIGHTS) if not path.exists()]
+    missing = [str(path) for path in (MNIST_IMAGES, PHOTO_DIR) if not path.exists()]
     if not missing and not photo_paths():
         missing.append(f"{PHOTO_DIR}/*/*.jpg")
     if missing:

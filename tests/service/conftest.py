@@ -4,7 +4,8 @@ app it builds, and refuses a second app in the same process.
 
 Its model table: the embedded MNIST model with its ONNX graph (classified with ONNX Runtime, explained
 with PyTorch); `photo`, an untrained MobileNetV2 for two classes at 64 px, without one (PyTorch);
-`imagenet`, the real ImageNet MobileNetV2 of ../shared/weights; `ants`, in the table but never exported.
+`imagenet`, the embedded ImageNet MobileNetV2 (models/mobilenet-v2-imagenet); `ants`, in the table but
+never exported.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from bench.photo_model import export_imagenet_mobilenet_v2
 from tests.service import images
 from tests.support.asgi import InProcess
-from tests.support.server import mnist_run, untrained_run
+from tests.support.server import EMBEDDED_PHOTO, mnist_run, untrained_run
 from training.export import export_run
 
 MAX_QUEUED_EXPLANATIONS = 1  # so that one running explanation fills the queue
@@ -32,7 +32,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     table = {
         "mnist": {"tag": str(export_run(mnist_run(scratch / "mnist"), onnx=True)), "required": True},
         "photo": {"tag": str(export_run(photo)), "max_batch_size": 8},
-        "imagenet": {"tag": str(export_imagenet_mobilenet_v2(onnx=False)), "max_batch_size": 4},
+        "imagenet": {"tag": str(export_run(EMBEDDED_PHOTO)), "max_batch_size": 4},
         "ants": {"tag": "ants-never-exported:latest"},
     }
     with pytest.MonkeyPatch.context() as patch:  # the settings are read at import, then restored

@@ -18,8 +18,9 @@ from _bentoml_impl.server.app import ServiceAppFactory  # what to_asgi() builds,
 
 from service.auth import OPEN_PATHS, BearerAuth
 from tests.service import images
-from tests.service.test_service_http import InProcess, export
+from tests.support.asgi import InProcess
 from tests.support.server import mnist_run
+from training.export import export_run
 
 TOKENS = ["old-token-7f3a9c", "new-token-e41b20"]
 
@@ -27,7 +28,7 @@ TOKENS = ["old-token-7f3a9c", "new-token-e41b20"]
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     scratch = tmp_path_factory.mktemp("auth")
-    export(mnist_run(scratch / "mnist"))
+    export_run(mnist_run(scratch / "mnist"))
     token_file = scratch / "tokens"
     token_file.write_text("\n".join(TOKENS) + "\n")
     with pytest.MonkeyPatch.context() as env:

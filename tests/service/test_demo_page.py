@@ -52,12 +52,6 @@ PHONE: dict[str, Any] = {
     "has_touch": True,
 }
 
-# The explanation routes are served by a separate part of the service; until they are, the page says
-# they are unavailable and these tests fail (strictly: the mark must go once the routes are there).
-needs_explanation_routes = pytest.mark.xfail(
-    strict=True, reason="POST /explain/{model} and /features/{model} are not served yet"
-)
-
 
 def leaves_origin(url: str, origin: str) -> bool:
     """Whether a request for `url` goes anywhere but `origin` (data: and blob: URLs stay in the page)."""
@@ -275,7 +269,6 @@ def test_photos_chosen_or_dropped_are_classified(desktop: DemoPage) -> None:
     assert desktop.labels("photo")[0] == "bee"
 
 
-@needs_explanation_routes
 def test_digit_explanations_are_shown(desktop: DemoPage) -> None:
     desktop.draw(SEVEN)
     assert desktop.image_size("digit-heatmap") == (28, 28)
@@ -293,7 +286,6 @@ def test_digit_explanations_are_shown(desktop: DemoPage) -> None:
     assert desktop.labels("digit")[0] == "7"
 
 
-@needs_explanation_routes
 def test_photo_heatmap_is_shown(desktop: DemoPage) -> None:
     desktop.choose_photo(ANT)
     assert desktop.image_size("photo-heatmap") == (224, 224)
