@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -64,11 +65,15 @@ def convnet_settings(settings: dict[str, str]) -> dict[str, str]:
 class Server:
     """`bentoml serve` from the repository root on 127.0.0.1, with its own BENTOML_HOME.
 
-    `settings` become `CONVNET_<NAME>` environment variables. It can be stopped and started again on
-    the same port; each start appends to `log`.
+    `settings` become `CONVNET_<NAME>` environment variables, `serve_options` extra options of `bentoml
+    serve` (e.g. `--timeout-graceful-shutdown 20`). It can be stopped and started again on the same port;
+    each start appends to `log`.
     """
 
-    def __init__(self, bentoml_home: Path, log: Path, **settings: str) -> None:
+    def __init__(
+        self, bentoml_home: Path, log: Path, *, serve_options: Sequence[str] = (), **settings: str
+    ) -> None:
+        self.serve_options = list(serve_options)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -94,7 +99,8 @@ class Server:
         env = {**self.env, **convnet_settings(settings)}
         with self.log.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 *self.serve_options],
                 cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
