@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import psutil
 from safetensors.torch import save_file
 
 from exported import create_model
@@ -22,6 +23,7 @@ from training.rundir import RunDir, RunInfo
 
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDED_MNIST = REPO / "models" / "mnist"
+WORKER_MODULE = "_bentoml_impl.worker.service"  # what `bentoml serve` runs in each worker process
 
 
 def free_port() -> int:
@@ -126,6 +128,23 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def worker_pids(self) -> list[int]:
+        """The live worker processes (`_bentoml_impl.worker`) under `bentoml serve`, oldest first."""
+        assert self.process is not None
+        found = []
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and WORKER_MODULE in child.cmdline():
+                    found.append((child.create_time(), child.pid))
+            except psutil.NoSuchProcess:
+                continue
+        return [pid for _, pid in sorted(found)]
+
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILL one worker, as the kernel's OOM killer would."""
+        assert pid in self.worker_pids()
+        os.kill(pid, signal.SIGKILL)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
