@@ -15,10 +15,10 @@ from unittest import mock
 from service.settings import ServiceSettings
 from tests.deploy.tools import graceful_shutdown_seconds
 
-# After the drain the worker stops and `bentoml serve` exits: 0.6 s measured
+# After the drain the worker stops and `bentoml serve` exits: 0.6-0.9 s measured
 # (tests/service/test_shutdown_e2e.py).
 EXIT_AFTER_DRAIN_S = 5
-# A killed worker is replaced by `bentoml serve` once the new one has loaded its models: 10-21 s measured
+# A killed worker is replaced by `bentoml serve` once the new one has loaded its models: 8-21 s measured
 # under load on a shared 2-core machine (tests/service/test_worker_crash_e2e.py).
 WORKER_RESTART_S = 21
 # Checked against this machine's cores by the settings; nothing to do with timing.

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)  # the measured figures: pytest --log-cli-l
 
 CLIENTS = 4
 LOAD_BEFORE_S = 2.0
-RECOVERY_S = 60.0  # a worker loads torch and its models again: 10-20 s on this shared 2-core machine
+RECOVERY_S = 60.0  # a worker loads torch and its models again: 8-21 s on this shared 2-core machine
 LOAD_AFTER_RECOVERY_S = 2.0
 RETRY_AFTER_S = 0.05
 KILL_MOMENT_S = 0.5  # a request sent this soon after the kill may still go out on a dead worker's connection
