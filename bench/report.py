@@ -31,7 +31,7 @@ def targets(results: dict) -> list[dict]:
 
     stock_c16 = {level["key"]: level for level in results["stock"]["levels"]}["mnist c=16"]["images_per_s"]
     errors = sum(sum(level["errors"].values()) for level in service.values())
-    rss = {moment: _total(processes, "rss") for moment, processes in results["service"]["memory"].items()}
+    rss = {moment: total_mib(processes, "rss") for moment, processes in results["service"]["memory"].items()}
     checks = [
         ("MNIST c=16 images/s ÷ raw best", images("mnist c=16") / mnist_ceiling, "≥", 0.33),
         ("MNIST c=16 p99 (ms)", service["mnist c=16"]["latency_ms"]["p99"], "≤", 25),
@@ -146,7 +146,7 @@ def _levels_table(levels: list[dict]) -> list[str]:
             level["other_cpu_cores"],
             batch,
         ]
-        rows.append(_row(cells))
+        rows.append(row(cells))
     return rows
 
 
@@ -171,7 +171,7 @@ def _raw_table(raw: dict) -> list[str]:
         best = f"{result['best_images_per_s']} (batch {result['best_batch_size']})"
         speeds = [point["images_per_s"] for point in result["sweep"]]
         single = result["single_image_ms"]["p50"]
-        rows.append(_row([f"{name} ({result['model']})", *speeds, best, single, result["other_cpu_cores"]]))
+        rows.append(row([f"{name} ({result['model']})", *speeds, best, single, result["other_cpu_cores"]]))
     return rows
 
 
@@ -188,17 +188,19 @@ def _memory_table(results: dict) -> list[str]:
             seen = [snapshots[moment].get(pid, {}) for moment in moments]
             command = next(process["command"] for process in seen if process).replace("|", "/")
             sizes = [process.get(f"{kind}_mib", "–") for kind in ("rss", "pss") for process in seen]
-            rows.append(_row([server, pid, f"`{command}`", *sizes]))
+            rows.append(row([server, pid, f"`{command}`", *sizes]))
         totals = [
-            f"**{_total(snapshots[m].values(), kind):.0f}**" for kind in ("rss", "pss") for m in moments
+            f"**{total_mib(snapshots[m].values(), kind):.0f}**" for kind in ("rss", "pss") for m in moments
         ]
-        rows.append(_row([server, "", "**all processes**", *totals]))
+        rows.append(row([server, "", "**all processes**", *totals]))
     return rows
 
 
-def _total(processes: Iterable[dict], kind: str) -> float:
+def total_mib(processes: Iterable[dict], kind: str) -> float:
+    """The `rss` or `pss` of processes (as procstats.memory lists them) added up, in MiB."""
     return sum(process[f"{kind}_mib"] for process in processes)
 
 
-def _row(cells: list) -> str:
+def row(cells: list) -> str:
+    """A markdown table row."""
     return "| " + " | ".join(str(cell) for cell in cells) + " |"

@@ -19,7 +19,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from bench import raw_pipeline, report
 from bench.loadgen import check_wrk, run_wrk, wrk_version
 from bench.measure import IDLE_CORES, IDLE_WAIT_S, BatchMetric, Level, measure
 from bench.procstats import machine_busy_seconds, memory
-from bench.servers import REPO, Server, running, service_command, stock_command
+from bench.servers import REPO, Server, check_port_free, running, service_command, stock_command
 from bench.workload import MissingData, check_shared_data, mnist_pngs, photo_jpegs, write_bodies
 
 logger = logging.getLogger("serve_bench")
@@ -103,7 +102,7 @@ def main() -> None:
         check_shared_data()
         check_wrk()
         for port in (args.port, args.port + 1):
-            _check_port_free(port)
+            check_port_free(port)
     except (MissingData, FileNotFoundError, OSError) as error:
         logger.error("cannot run the benchmark: %s", error)
         sys.exit(2)
@@ -250,14 +249,6 @@ def _wait_for_quiet_machine(limit: float) -> None:
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     """Unwind as on Ctrl-C, so that the servers started so far are stopped and the scratch removed."""
     sys.exit(128 + signum)
-
-
-def _check_port_free(port: int) -> None:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise OSError(f"port {port} is in use; choose another with --port") from None
 
 
 if __name__ == "__main__":

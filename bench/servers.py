@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,9 +35,24 @@ class Server:
     log: Path  # its stdout and stderr
 
 
+def check_port_free(port: int) -> None:
+    """OSError naming the option to change when `port` is taken on HOST."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            raise OSError(f"port {port} is in use; choose another with --port") from None
+
+
 def service_command(port: int) -> list[str]:
     """The project's service as a user starts it: `bash scripts/serve.sh` with its defaults."""
     return ["bash", "scripts/serve.sh", "--host", HOST, "--port", str(port)]
+
+
+def bentoml_serve_command(port: int) -> list[str]:
+    """`bentoml serve` of the project's service with this Python: how scripts/serve.sh ends, for a
+    benchmark that has exported the models itself."""
+    return [sys.executable, "-m", "bentoml", "serve", "--host", HOST, "--port", str(port)]
 
 
 def stock_command(port: int) -> list[str]:

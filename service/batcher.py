@@ -6,7 +6,8 @@ one batch. A lone request therefore never waits for company, and batches grow wi
 themselves: there is no learned wait to go stale after a burst. An image that has waited longer
 than `max_latency` by the time its batch starts is answered `Overloaded` (503) instead of adding to
 the backlog, and a request that would take the queue over `max_queued` images is refused at once
-with `TooBusy` (429), so that memory and queueing time stay bounded under any load.
+with `TooBusy` (429), so that memory and queueing time stay bounded under any load. A request
+cancelled while queued (a shutdown past its timeout cancels what is left) takes no forward pass.
 """
 
 from __future__ import annotations
@@ -100,7 +101,11 @@ class MicroBatcher:
             with self._lock:
                 self._queued -= sum(len(request.pixels) for request in batch)
             started = time.perf_counter()
-            live = [request for request in batch if not self._expired(request, started)]
+            live = [
+                request
+                for request in batch
+                if not request.future.cancelled() and not self._expired(request, started)
+            ]
             if live:
                 self._forward(live, started)
 

@@ -101,6 +101,14 @@ class TooBusy(InputRejected):
     headers = {"Retry-After": "1"}
 
 
+class ShuttingDown(InputRejected):
+    """The worker received SIGTERM: it answers the requests it already has, and no new ones."""
+
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+    reason = "shutting_down"
+    headers = {"Retry-After": "1", "Connection": "close"}
+
+
 class UnknownModel(InputRejected):
     error_code = HTTPStatus.NOT_FOUND
     reason = "unknown_model"

@@ -39,6 +39,8 @@ def test_runtime_contract(dockerfile: Path) -> None:
     entrypoint = json.loads(instructions(dockerfile, "ENTRYPOINT")[-1])
     assert entrypoint[:2] == ["bentoml", "serve"]
     assert "--timeout-graceful-shutdown" in entrypoint
+    # BentoML's own images set BENTOML_CONTAINERIZED, and `bentoml serve` then leaves a dead worker dead.
+    assert not any("BENTOML_CONTAINERIZED" in env for env in instructions(dockerfile, "ENV"))
 
 
 def test_build_context_is_small() -> None:

@@ -13,9 +13,10 @@ import pytest
 
 from service.v2 import PREFIX
 from tests.deploy.crd_schemas import INFERENCE_SERVICE, PREDICTOR_EXTENSIONS
+from tests.deploy.shutdown_timing import timing_problems
 from tests.deploy.test_dockerfile import instructions
 from tests.deploy.test_kustomize import K8S_VERSIONS, one
-from tests.deploy.tools import DOCKERFILES, K8S, KSERVE_OVERLAYS, Docs, graceful_shutdown_seconds
+from tests.deploy.tools import DOCKERFILES, K8S, KSERVE_OVERLAYS, Docs
 
 IMAGE_TAGS = {"cpu": "-cpu", "gpu": "-cuda"}
 
@@ -92,8 +93,12 @@ def test_predictor_is_hardened_and_sized(variant: tuple[str, dict[str, Any]]) ->
         container["resources"]["limits"]["cpu"]
     )
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
-    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + graceful_shutdown_seconds()
+
+
+def test_predictor_shutdown_and_probe_numbers_fit_together(variant: tuple[str, dict[str, Any]]) -> None:
+    _, service = variant
+    pod = predictor(service)
+    assert timing_problems(pod, pod["containers"][0]) == []
 
 
 def test_gpu_variant_requests_a_gpu(kustomize_build: Callable[[Path], Docs]) -> None:

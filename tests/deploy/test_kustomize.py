@@ -14,7 +14,8 @@ import kubernetes_validate
 import pytest
 
 from tests.deploy.crd_schemas import CRD_SCHEMAS
-from tests.deploy.tools import K8S, Docs, find_tool, graceful_shutdown_seconds
+from tests.deploy.shutdown_timing import timing_problems
+from tests.deploy.tools import K8S, Docs, find_tool
 
 # An older release still common in clusters (the preStop `sleep` action needs 1.30+) and the newest
 # release kubernetes-validate knows.
@@ -205,10 +206,9 @@ def test_threads_fit_the_cpu_limit(rendered: Docs) -> None:
     assert threads <= float(container["resources"]["limits"]["cpu"])
 
 
-def test_grace_period_covers_the_drain(rendered: Docs) -> None:
+def test_shutdown_and_probe_numbers_fit_together(rendered: Docs) -> None:
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
-    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + graceful_shutdown_seconds()
+    assert timing_problems(pod, pod["containers"][0]) == []
 
 
 def test_monitoring_keeps_bentoml_labels(rendered: Docs) -> None:

@@ -132,6 +132,25 @@ def test_close_answers_everything_queued(forward: Forward) -> None:
     assert sum(forward.batch_sizes) == 3
 
 
+def test_a_request_cancelled_while_queued_is_not_run(batcher: MicroBatcher, forward: Forward) -> None:
+    """A request whose caller was cancelled (a shutdown past its timeout) takes no forward pass."""
+
+    async def scenario() -> list[torch.Tensor | BaseException]:
+        first = asyncio.ensure_future(batcher.submit(images(0)))
+        while not forward.entered.is_set():
+            await asyncio.sleep(0.001)
+        cancelled, kept = (asyncio.ensure_future(batcher.submit(images(v, v))) for v in (1, 2))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        forward.release.set()
+        return await asyncio.gather(first, cancelled, kept, return_exceptions=True)
+
+    _, cancelled, kept = asyncio.run(scenario())
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert kept.flatten().tolist() == [5.0, 5.0]
+    assert forward.batch_sizes == [1, 2]  # without the cancelled request's 2 images
+
+
 def test_past_the_queue_bound_requests_are_refused_at_once_and_the_queue_recovers(forward: Forward) -> None:
     batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=5)
     try:

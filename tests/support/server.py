@@ -10,9 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import psutil
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -23,6 +25,7 @@ from training.rundir import RunDir, RunInfo
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDED_MNIST = REPO / "models" / "mnist"
 EMBEDDED_PHOTO = REPO / "models" / "mobilenet-v2-imagenet"  # exported with --if-absent, as serve.sh does
+WORKER_MODULE = "_bentoml_impl.worker.service"  # what `bentoml serve` runs in each worker process
 
 
 def free_port() -> int:
@@ -78,11 +81,15 @@ def convnet_settings(settings: dict[str, str]) -> dict[str, str]:
 class Server:
     """`bentoml serve` from the repository root on 127.0.0.1, with its own BENTOML_HOME.
 
-    `settings` become `CONVNET_<NAME>` environment variables. It can be stopped and started again on
-    the same port; each start appends to `log`.
+    `settings` become `CONVNET_<NAME>` environment variables, `serve_options` extra options of `bentoml
+    serve` (e.g. `--timeout-graceful-shutdown 20`). It can be stopped and started again on the same port;
+    each start appends to `log`.
     """
 
-    def __init__(self, bentoml_home: Path, log: Path, **settings: str) -> None:
+    def __init__(
+        self, bentoml_home: Path, log: Path, *, serve_options: Sequence[str] = (), **settings: str
+    ) -> None:
+        self.serve_options = list(serve_options)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -108,7 +115,8 @@ class Server:
         env = {**self.env, **convnet_settings(settings)}
         with self.log.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 *self.serve_options],
                 cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -134,6 +142,23 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def worker_pids(self) -> list[int]:
+        """The live worker processes (`_bentoml_impl.worker`) under `bentoml serve`, oldest first."""
+        assert self.process is not None
+        found = []
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and WORKER_MODULE in child.cmdline():
+                    found.append((child.create_time(), child.pid))
+            except psutil.NoSuchProcess:
+                continue
+        return [pid for _, pid in sorted(found)]
+
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILL one worker, as the kernel's OOM killer would."""
+        assert pid in self.worker_pids()
+        os.kill(pid, signal.SIGKILL)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
