@@ -149,7 +149,7 @@ ImageClassifier = bentoml.asgi_app(
         logging={"access": {"enabled": settings.access_log}},
     )(ImageClassifier)
 )
-ImageClassifier.add_asgi_middleware(DrainGate, drain=drain)  # first: it sees every request, in flight or refused
+ImageClassifier.add_asgi_middleware(DrainGate, drain=drain)  # first: it sees every request
 if api_tokens := read_tokens(settings.api_token, settings.api_token_file):
     # Next: outside every route the service answers, so each of them is protected.
     ImageClassifier.add_asgi_middleware(BearerAuth, tokens=api_tokens)
