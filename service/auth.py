@@ -63,7 +63,8 @@ def read_tokens(token: SecretStr | None, token_file: Path | None) -> list[str]:
 
 
 class BearerAuth:
-    """Pure ASGI middleware: the outermost of the service's own, so nothing behind it sees a request first."""
+    """Pure ASGI middleware, before every middleware of the service that answers a route (only the shutdown
+    gate, which answers nothing but 503 while draining, is outside it)."""
 
     def __init__(self, app: ASGIApp, *, tokens: Sequence[str]) -> None:
         if not tokens:

@@ -17,6 +17,7 @@ import pytest
 from _bentoml_impl.server.app import ServiceAppFactory  # what to_asgi() builds, with its options
 
 from service.auth import OPEN_PATHS, BearerAuth
+from service.shutdown import DrainGate
 from tests.service import images
 from tests.support.asgi import InProcess
 from tests.support.server import mnist_run
@@ -82,8 +83,9 @@ def send(http: InProcess, method: str, path: str, headers: dict[str, str], **req
     return http.runner.run(http.client.request(method, path, headers=headers, **request))
 
 
-def test_the_middleware_is_the_outermost_of_the_service(service: Any) -> None:
-    assert service.middlewares[0][0] is BearerAuth
+def test_the_middleware_is_outside_every_route_the_service_answers(service: Any) -> None:
+    """Only the shutdown gate, which answers nothing but 503 while draining, sits outside it."""
+    assert [middleware for middleware, _ in service.middlewares][:2] == [DrainGate, BearerAuth]
 
 
 @pytest.mark.parametrize(
