@@ -19,15 +19,12 @@ import bentoml
 import numpy as np
 from _bentoml_sdk.method import APIMethod  # what bentoml.api returns; not re-exported by bentoml
 from pydantic import Field
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from service.catalog import build_catalog
-from service.errors import ModelNotLoaded, UnknownModel
 from service.front import PREFIX, ClassifyFront, read_base64
-from service.schemas import Classification
+from service.models_front import ModelsFront
+from service.openapi import DocumentFront, amend
+from service.schemas import Base64Image, Classification
 from service.settings import ServiceSettings
 from service.v2 import PREFIX as V2_PREFIX
 from service.v2 import ServedModel, V2Front
@@ -35,21 +32,9 @@ from service.v2 import ServedModel, V2Front
 settings = ServiceSettings()
 catalog = build_catalog(settings)
 
-UPLOADS = Field(default_factory=list, description="one or more image files (multipart field 'images')")
-BASE64 = Field(default_factory=list, description="one or more base64-encoded image files")
-
-
-async def list_models(_: Request) -> JSONResponse:
-    return JSONResponse([entry.info().model_dump(mode="json") for entry in catalog.values()])
-
-
-async def describe_model(request: Request) -> JSONResponse:
-    name = request.path_params["model"]
-    if name in catalog:
-        return JSONResponse(catalog[name].info().model_dump(mode="json"))
-    if name in settings.models:
-        return ModelNotLoaded(f"no {name} model is loaded", error_code=404).to_response()
-    return UnknownModel(f"unknown model {name!r}; choose one of: {', '.join(settings.models)}").to_response()
+IMAGES_PER_REQUEST = {"min_length": 1, "max_length": settings.max_images_per_request}
+UPLOADS = Field(description="one or more image files (multipart field 'images')", **IMAGES_PER_REQUEST)
+BASE64 = Field(description="one or more base64-encoded image files", **IMAGES_PER_REQUEST)
 
 
 class ImageClassifier:
@@ -90,7 +75,7 @@ def _upload_api(model: str) -> APIMethod:
 
 
 def _base64_api(model: str) -> APIMethod:
-    async def classify(self: ImageClassifier, images: list[str] = BASE64) -> list[Classification]:
+    async def classify(self: ImageClassifier, images: list[Base64Image] = BASE64) -> list[Classification]:
         return await self.classify(model, [read_base64(text) for text in images])
 
     classify.__name__ = f"classify_{model}_base64"
@@ -98,14 +83,14 @@ def _base64_api(model: str) -> APIMethod:
     return bentoml.api(route=f"{PREFIX}{model}/base64")(classify)
 
 
-# The model table becomes the service's APIs and its model references (which put the models into the
+# The loaded models become the service's APIs and its model references (which put the models into the
 # bento at `bentoml build`). Over HTTP, `ClassifyFront` answers these routes before BentoML's API
 # handling (front.py says why); the API methods give BentoML the routes' schema (/docs.json), its
 # clients their names (`SyncHTTPClient.classify_mnist`), and in-process callers the same classification.
-for _name in settings.models:
-    setattr(ImageClassifier, f"classify_{_name}", _upload_api(_name))
-    setattr(ImageClassifier, f"classify_{_name}_base64", _base64_api(_name))
+# A model of the table that is not in the store has no API: its routes only ever answer 503.
 for _entry in catalog.values():
+    setattr(ImageClassifier, f"classify_{_entry.name}", _upload_api(_entry.name))
+    setattr(ImageClassifier, f"classify_{_entry.name}_base64", _base64_api(_entry.name))
     setattr(ImageClassifier, f"{_entry.name}_model", _entry.ref)
 
 
@@ -117,17 +102,14 @@ async def _infer_in_worker(model: str, inputs: Sequence[bytes] | np.ndarray) -> 
     return await bentoml.get_current_service().probabilities(model, inputs)
 
 
-ImageClassifier = bentoml.asgi_app(
-    Starlette(routes=[Route("/models", list_models), Route("/models/{model}", describe_model)]), path="/"
-)(
-    bentoml.service(
-        name="ImageClassifier",
-        workers=settings.workers,
-        resources={"gpu": 1} if settings.device == "cuda" else {},
-        tracing={} if settings.trace_requests else {"excluded_urls": [PREFIX, f"{V2_PREFIX}/"]},
-        logging={"access": {"enabled": settings.access_log}},
-    )(ImageClassifier)
-)
+ImageClassifier = bentoml.service(
+    name="ImageClassifier",
+    workers=settings.workers,
+    resources={"gpu": 1} if settings.device == "cuda" else {},
+    tracing={} if settings.trace_requests else {"excluded_urls": [PREFIX, f"{V2_PREFIX}/"]},
+    logging={"access": {"enabled": settings.access_log}},
+)(ImageClassifier)
+ImageClassifier.add_asgi_middleware(ModelsFront, catalog=catalog, table=list(settings.models))
 ImageClassifier.add_asgi_middleware(
     ClassifyFront,
     models=list(settings.models),
@@ -141,4 +123,11 @@ ImageClassifier.add_asgi_middleware(
     max_bytes=settings.max_request_bytes,
     infer=_infer_in_worker,
     server={"name": "convnet-serve", "version": bentoml.__version__},
+)
+ImageClassifier.add_asgi_middleware(
+    DocumentFront,
+    document=lambda: amend(
+        ImageClassifier.openapi_spec.asdict(),
+        served={name: entry.tag.version or "" for name, entry in catalog.items()},
+    ),
 )

@@ -1,15 +1,10 @@
-"""The service in-process over HTTP: BentoML's `to_asgi()` app with its lifespan, on the tests' own store.
-
-The embedded MNIST model is exported with its ONNX graph (the worker serves it with ONNX Runtime),
-beside an untrained MobileNetV2 photo model without one (served with PyTorch).
-"""
+"""The service in-process over HTTP: BentoML's `to_asgi()` app with its lifespan, on the tests' own store
+(tests/service/conftest.py: the embedded MNIST model with its ONNX graph, an untrained photo model)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +14,6 @@ import pytest
 
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
-from tests.support.server import REPO, mnist_run, untrained_run
 
 
 class InProcess:
@@ -49,25 +43,9 @@ class InProcess:
         self.runner.close()
 
 
-def export(run_dir: Path, *options: str) -> None:
-    subprocess.run([sys.executable, "-m", "training", "export", str(run_dir), *options], cwd=REPO, check=True)
-
-
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    scratch = tmp_path_factory.mktemp("runs")
-    export(mnist_run(scratch / "mnist"), "--onnx")
-    export(untrained_run(scratch / "photo", "photo", "mobilenet_v2", ["ant", "bee"], images.SMALL_PHOTO))
-    for name in [name for name in sys.modules if name == "service.service"]:
-        del sys.modules[name]  # settings and catalog are read at import: read them with these models
-    from service.service import ImageClassifier
-
-    yield ImageClassifier
-
-
-@pytest.fixture(scope="module")
-def http(service: Any) -> Iterator[InProcess]:
-    client = InProcess(service.to_asgi())
+def http(asgi_app: Any) -> Iterator[InProcess]:
+    client = InProcess(asgi_app)
     yield client
     client.close()
 
