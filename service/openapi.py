@@ -56,7 +56,7 @@ REF = "#/components/schemas/{model}"
 Schema = dict[str, Any]
 Errors = Iterable[type[InputRejected]]
 
-# What can go wrong with a request's images once it has reached its model, on every route that takes them.
+# What can go wrong with a request that sends images, on every route that takes them.
 _IMAGE_ERRORS: tuple[type[InputRejected], ...] = (
     MalformedRequest,
     BodyTooLarge,
@@ -93,7 +93,7 @@ def amend(document: Mapping[str, Any], *, served: Mapping[str, str]) -> dict[str
                 }
             operation["responses"] = {
                 "200": operation["responses"]["200"],
-                **_responses(_by_status(errors), _rejection),
+                **_responses(_by_status(errors), _rejection, retry_after=True),
                 "500": operation["responses"]["500"],
             }
     model_info = ModelInfo.model_json_schema(ref_template=REF)
@@ -135,9 +135,13 @@ def _by_status(errors: Errors) -> dict[int, list[type[InputRejected]]]:
 
 
 def _responses(
-    statuses: Mapping[int, Sequence[type[InputRejected]]], body: Callable[[list[str]], Schema]
+    statuses: Mapping[int, Sequence[type[InputRejected]]],
+    body: Callable[[list[str]], Schema],
+    *,
+    retry_after: bool,
 ) -> dict[str, Schema]:
-    """One response per status: its reasons, the error body, and `Retry-After` when its errors send it."""
+    """One response per status: its reasons and the error body; with `retry_after` (a front that sends
+    the errors' headers), `Retry-After` where its errors send it."""
     responses = {}
     for status in sorted(statuses):
         reasons = [error.reason for error in statuses[status]]
@@ -146,7 +150,7 @@ def _responses(
             "content": {"application/json": {"schema": body(reasons)}},
         }
         retry = [("Retry-After" in error.headers) for error in statuses[status]]
-        if any(retry):
+        if retry_after and any(retry):
             response["headers"] = {
                 "Retry-After": {
                     "description": "seconds to wait before trying again",
@@ -194,7 +198,7 @@ def _path_parameter(name: str, values: Iterable[str]) -> Schema:
 
 
 def _models_paths(served: Mapping[str, str]) -> dict[str, Schema]:
-    not_found = _responses({404: [UnknownModel, ModelNotLoaded]}, _rejection)
+    not_found = _responses({404: [UnknownModel, ModelNotLoaded]}, _rejection, retry_after=True)
     return {
         "/models": _get(
             MODELS_TAG, "The loaded models", _json({"type": "array", "items": _ref("ModelInfo")})
@@ -210,46 +214,47 @@ def _models_paths(served: Mapping[str, str]) -> dict[str, Schema]:
 
 
 def _v2_paths(served: Mapping[str, str]) -> dict[str, Schema]:
-    model_errors = _responses(_by_status(V2_MODEL_ERRORS), _v2_error)
+    """The protocol's routes; `V2Front` answers errors without their headers (no `Retry-After`)."""
+    model_errors = _responses(_by_status(V2_MODEL_ERRORS), _v2_error, retry_after=False)
+    ready = _json(_object(name={"type": "string"}, ready={"type": "boolean"}))
+    inferred = _json(_ref("V2InferenceResponse"))
+    inferred["content"]["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+    inferred["headers"] = {
+        HEADER_LENGTH: {
+            "description": "binary outputs: the size of the JSON at the start of the body",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
+    example = {"inputs": [{"name": IMAGES, "datatype": BYTES, "shape": [1], "data": [EXAMPLE_IMAGE]}]}
+    infer = {
+        "summary": "Inference: class probabilities, or top-k with the classification extension",
+        "tags": [V2_TAG],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("V2InferenceRequest"), "example": example}},
+        },
+        "responses": {
+            "200": inferred,
+            **_responses(_by_status(V2_INFER_ERRORS), _v2_error, retry_after=False),
+        },
+    }
     paths = {
         V2_PREFIX: _get(V2_TAG, "Server metadata", _json(_ref("V2ServerMetadata"))),
         f"{V2_PREFIX}/health/live": _get(V2_TAG, "Liveness", _json(_object(live={"type": "boolean"}))),
         f"{V2_PREFIX}/health/ready": _get(V2_TAG, "Readiness", _json(_object(ready={"type": "boolean"}))),
     }
-    for versioned in (False, True):
-        base = f"{V2_PREFIX}/models/{{model}}" + ("/versions/{version}" if versioned else "")
-        parameters = [_path_parameter("model", served)]
-        if versioned:
-            parameters.append(_path_parameter("version", served.values()))
-        ready = _object(name={"type": "string"}, ready={"type": "boolean"})
+    model = _path_parameter("model", served)
+    for base, parameters in (
+        (f"{V2_PREFIX}/models/{{model}}", [model]),
+        (
+            f"{V2_PREFIX}/models/{{model}}/versions/{{version}}",
+            [model, _path_parameter("version", served.values())],
+        ),
+    ):
         metadata = _json(_ref("V2ModelMetadata"))
         paths[base] = _get(V2_TAG, "Model metadata", metadata, model_errors, parameters=parameters)
-        paths[f"{base}/ready"] = _get(
-            V2_TAG, "Model readiness", _json(ready), model_errors, parameters=parameters
-        )
-        example = {"inputs": [{"name": IMAGES, "datatype": BYTES, "shape": [1], "data": [EXAMPLE_IMAGE]}]}
-        ok = _json(_ref("V2InferenceResponse"))
-        ok["content"]["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
-        ok["headers"] = {
-            HEADER_LENGTH: {
-                "description": "binary outputs: the size of the JSON at the start of the body",
-                "schema": {"type": "integer", "minimum": 0},
-            }
-        }
-        paths[f"{base}/infer"] = {
-            "post": {
-                "summary": "Inference: class probabilities, or top-k with the classification extension",
-                "tags": [V2_TAG],
-                "parameters": parameters,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": _ref("V2InferenceRequest"), "example": example}
-                    },
-                },
-                "responses": {"200": ok, **_responses(_by_status(V2_INFER_ERRORS), _v2_error)},
-            }
-        }
+        paths[f"{base}/ready"] = _get(V2_TAG, "Model readiness", ready, model_errors, parameters=parameters)
+        paths[f"{base}/infer"] = {"post": {**infer, "parameters": parameters}}
     return paths
 
 
