@@ -4,8 +4,9 @@ Every worker process serves every model of the table (`CONVNET_MODELS`, by defau
 on its own: the HTTP front (`front.ClassifyFront`) parses and checks a request, the worker decodes
 and preprocesses its images, the model's batcher merges them with concurrent requests' images into
 one forward pass, and the front answers the top-k labels of each image, in order. The Open Inference
-Protocol's routes (`v2.V2Front`, under /v2) take the same path to the same batcher. No request leaves
-the process it arrived in.
+Protocol's routes (`v2.V2Front`, under /v2) take the same path to the same batcher; `/models`
+(`models_front.ModelsFront`) and the OpenAPI document (`openapi.DocumentFront`) are answered there too.
+No request leaves the process it arrived in.
 """
 
 from __future__ import annotations
