@@ -29,7 +29,7 @@ from service.v2_tensors import HEADER_LENGTH
 from tests.service import images
 from tests.support.openapi import RESPONSE_CHECKS, undocumented
 
-EXAMPLES = 40  # generated requests per operation and generation mode
+EXAMPLES = 40  # requests per operation and generation mode, fewer where there are fewer distinct ones
 # An exception escaping the fronts leaves BentoML's timeout middleware waiting 60 s, then no answer at all.
 ANSWER_TIMEOUT_S = 10
 CHECKS = [not_a_server_error, *RESPONSE_CHECKS, negative_data_rejection]
