@@ -3,10 +3,11 @@
 
 The seeds are real images encoded in memory: MNIST test digits and hymenoptera photos as PNG, JPEG, GIF,
 WebP, TIFF, BMP and PPM in their usual modes, and the shapes attackers send: headers claiming huge sizes,
-decompression bombs, deep palettes, 1x1 and 20000x1 images. Hypothesis mutates them (bytes flipped,
-overwritten, inserted and deleted, header fields pushed to extremes, truncation). Every case must end in a
-tensor of the model's input size or in one of the documented `InputRejected` errors, within a time and a
-peak-memory bound measured per case. Run with `-s` to see the cases run and their outcomes.
+decompression bombs, deep palettes, 1x1 and 20000x1 images, a JPEG of hundreds of scans. Hypothesis
+mutates them (bytes flipped, overwritten, inserted and deleted, header fields pushed to extremes,
+truncation). Every case must end in a tensor of the model's input size or in one of the documented
+`InputRejected` errors, within a time and a peak-memory bound measured per case. Run with `-s` to see the
+cases run and their outcomes.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ def special_seeds(digit: np.ndarray, photo: Image.Image) -> dict[str, bytes]:
         "jpeg claiming 65500x65500": jpeg_with_size(jpeg, 65_500, 65_500),
         "jpeg claiming 5000x5000": jpeg_with_size(jpeg, 5_000, 5_000),
         "jpeg claiming 20000x1": jpeg_with_size(jpeg, 20_000, 1),
+        "progressive jpeg of 305 scans": images.many_scans_jpeg(2_000, 300),
         "gif claiming 65535x65535": gif_with_size(gif, 65_535, 65_535),
         "gif claiming 4000x4000": gif_with_size(gif, 4_000, 4_000),
         "bmp claiming 5000x-5000": bmp_with_size(bmp, 5_000, -5_000),
