@@ -4,6 +4,8 @@ Rules (documented for users):
 - Formats: PNG, JPEG, GIF, BMP, TIFF, WebP and PNM; anything else is "not an image".
 - Multi-frame files (animated GIF/PNG/WebP, multi-page TIFF): the first frame is used.
 - Pixel limit: width x height is checked from the header, before any pixel is decoded.
+- A JPEG of more than MAX_JPEG_SCANS scans is corrupt: each scan is a pass over the whole image, and
+  repeated scans (which libjpeg accepts with a warning) made a 29 MB file take 5 s to decode.
 - Transparency (RGBA, LA, palette with a transparent colour) is composited onto black, the
   background of MNIST digits; 16-bit grayscale is scaled to 8 bits (not clipped); CMYK, YCbCr,
   LAB and HSV become RGB; EXIF orientation is applied.
@@ -23,6 +25,8 @@ from service.errors import CorruptImage, EmptyImage, NotAnImage, TooManyPixels, 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 _TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 DRAFT_MIN_PIXELS = 2_000_000
+MAX_JPEG_SCANS = 100  # libjpeg's own progressive scripts write at most 10
+_SCAN_MARKER = b"\xff\xda"  # start of scan; entropy-coded data never holds it (0xFF is followed by 0x00)
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 # The explicit width x height check below refuses these images; PIL's warning would only add noise.
@@ -30,7 +34,8 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Read `data`'s header only: its format must be one of FORMATS and its size within `max_pixels`."""
+    """Read `data`'s header only: its format must be one of FORMATS and its size within `max_pixels`;
+    a JPEG's scans are counted too."""
     if not data:
         raise EmptyImage("empty file")
     try:
@@ -46,6 +51,8 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise TooManyPixels(
             f"{image.width}x{image.height} image has {pixels:,} pixels, over the limit of {max_pixels:,}"
         )
+    if image.format == "JPEG" and (scans := data.count(_SCAN_MARKER)) > MAX_JPEG_SCANS:
+        raise CorruptImage(f"corrupt JPEG: {scans} scans, over the {MAX_JPEG_SCANS} a JPEG may have")
     return image
 
 

@@ -152,7 +152,7 @@ def _base64_files(scope: Scope, body: bytes) -> list[bytes]:
         )
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than the parser goes
         raise MalformedRequest(f"malformed JSON body: {error}") from None
     images = document.get(FILE_FIELD) if isinstance(document, dict) else None
     if not isinstance(images, list) or not all(isinstance(item, str) for item in images):

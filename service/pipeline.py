@@ -63,7 +63,7 @@ def prepare_jpegs_on(
         return None
     for index, data in enumerate(files):
         try:
-            open_image(data, max_pixels=max_pixels)
+            transform.check_size(*open_image(data, max_pixels=max_pixels).size)
         except InputRejected as error:
             raise type(error)(f"images[{index}]: {error}") from None
     mode = ImageReadMode.GRAY if transform.spec.channels == 1 else ImageReadMode.RGB

@@ -17,18 +17,38 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from exported import Preprocessing
+from service.errors import TooManyPixels
 
 
 class InputTransform:
     """PIL image in mode 'L' or 'RGB' -> uint8 tensor (C, H, W) of the model's input size."""
 
-    def __init__(self, spec: Preprocessing) -> None:
+    def __init__(self, spec: Preprocessing, *, max_pixels: int | None = None) -> None:
+        """`max_pixels`: the most pixels the resize may make (`check_size`); None for no limit."""
         self.spec = spec
+        self.max_pixels = max_pixels
         self.interpolation = InterpolationMode(spec.interpolation)
         # The shorter side the resize needs from a decoded image (what a JPEG may be decoded down to).
         self.min_side = spec.resize_size or max(spec.input_size)
 
+    def check_size(self, width: int, height: int) -> None:
+        """`TooManyPixels` if resizing a `width` x `height` image would make more than `max_pixels` pixels.
+
+        The resize takes the shorter side to `resize_size` and scales the longer one alike, so a thin
+        strip grows before the crop: 20000x1 pixels would become 256 x 5,120,000 (3.9 GB of RGB).
+        """
+        if self.max_pixels is None or self.spec.resize_size is None:
+            return
+        size = self.spec.resize_size
+        resized = size * int(size * max(width, height) / max(1, min(width, height)))
+        if resized > self.max_pixels:
+            raise TooManyPixels(
+                f"a {width}x{height} image resized to {size} pixels on its shorter side would have "
+                f"{resized:,} pixels, over the limit of {self.max_pixels:,}"
+            )
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        self.check_size(image.width, image.height)
         spec = self.spec
         if image.mode != spec.pil_mode:
             image = image.convert(spec.pil_mode)

@@ -118,7 +118,7 @@ class LoadedModel:
         self.settings = settings
         self.device = device
         spec = entry.card.preprocessing
-        self.transform = InputTransform(spec)
+        self.transform = InputTransform(spec, max_pixels=settings.max_image_pixels)
         network = load_network(entry, settings, device)
         if settings.simulated_latency_ms:
             network = delayed(network, settings.simulated_latency_ms / 1000)

@@ -1,15 +1,20 @@
-"""Pydantic models of the public responses."""
+"""Pydantic models of the public requests and responses."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from exported import Preprocessing
+
+# An image file as a JSON string: standard base64 (OpenAPI's `format: byte`); a `data:` URL is accepted too.
+Base64Image = Annotated[str, WithJsonSchema({"type": "string", "format": "byte"})]
 
 
 class Prediction(BaseModel):
     label: str
-    score: float
+    score: float = Field(ge=0, le=1)  # the softmax probability
 
 
 class Classification(BaseModel):

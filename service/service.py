@@ -4,10 +4,11 @@ Every worker process serves every model of the table (`CONVNET_MODELS`, by defau
 on its own: the HTTP front (`front.ClassifyFront`) parses and checks a request, the worker decodes
 and preprocesses its images, the model's batcher merges them with concurrent requests' images into
 one forward pass, and the front answers the top-k labels of each image, in order. The Open Inference
-Protocol's routes (`v2.V2Front`, under /v2) take the same path to the same batcher. The explanation
-routes (`explain_front.ExplainFront`: /explain/<model>, /features/<model>) run on a PyTorch copy of the
-model, on a thread of their own (`explanations.Explanations`), never in a classification batch. No
-request leaves the process it arrived in.
+Protocol's routes (`v2.V2Front`, under /v2) take the same path to the same batcher; `/models`
+(`models_front.ModelsFront`) and the OpenAPI document (`openapi.DocumentFront`) are answered there too.
+The explanation routes (`explain_front.ExplainFront`: /explain/<model>, /features/<model>) run on a
+PyTorch copy of the model, on a thread of their own (`explanations.Explanations`), never in a
+classification batch. No request leaves the process it arrived in.
 """
 
 from __future__ import annotations
@@ -21,20 +22,16 @@ import bentoml
 import numpy as np
 from _bentoml_sdk.method import APIMethod  # what bentoml.api returns; not re-exported by bentoml
 from pydantic import Field
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from service.auth import BearerAuth, read_tokens
 from service.catalog import build_catalog
 from service.demo import PATH as DEMO_PATH
 from service.demo import demo_files
-from service.errors import ModelNotLoaded, UnknownModel
 from service.explain_front import ExplainFront
 from service.front import PREFIX, ClassifyFront, read_base64
-from service.openapi import OpenApiAddendum, explanation_paths
-from service.schemas import Classification
+from service.models_front import ModelsFront
+from service.openapi import DocumentFront, amend
+from service.schemas import Base64Image, Classification
 from service.settings import ServiceSettings
 from service.shutdown import Drain, DrainGate
 from service.v2 import PREFIX as V2_PREFIX
@@ -44,21 +41,9 @@ settings = ServiceSettings()
 catalog = build_catalog(settings)
 drain = Drain()  # this worker's requests in flight, for a graceful shutdown (shutdown.py)
 
-UPLOADS = Field(default_factory=list, description="one or more image files (multipart field 'images')")
-BASE64 = Field(default_factory=list, description="one or more base64-encoded image files")
-
-
-async def list_models(_: Request) -> JSONResponse:
-    return JSONResponse([entry.info().model_dump(mode="json") for entry in catalog.values()])
-
-
-async def describe_model(request: Request) -> JSONResponse:
-    name = request.path_params["model"]
-    if name in catalog:
-        return JSONResponse(catalog[name].info().model_dump(mode="json"))
-    if name in settings.models:
-        return ModelNotLoaded(f"no {name} model is loaded", error_code=404).to_response()
-    return UnknownModel(f"unknown model {name!r}; choose one of: {', '.join(settings.models)}").to_response()
+IMAGES_PER_REQUEST = {"min_length": 1, "max_length": settings.max_images_per_request}
+UPLOADS = Field(description="one or more image files (multipart field 'images')", **IMAGES_PER_REQUEST)
+BASE64 = Field(description="one or more base64-encoded image files", **IMAGES_PER_REQUEST)
 
 
 class ImageClassifier:
@@ -103,7 +88,7 @@ def _upload_api(model: str) -> APIMethod:
 
 
 def _base64_api(model: str) -> APIMethod:
-    async def classify(self: ImageClassifier, images: list[str] = BASE64) -> list[Classification]:
+    async def classify(self: ImageClassifier, images: list[Base64Image] = BASE64) -> list[Classification]:
         return await self.classify(model, [read_base64(text) for text in images])
 
     classify.__name__ = f"classify_{model}_base64"
@@ -111,14 +96,14 @@ def _base64_api(model: str) -> APIMethod:
     return bentoml.api(route=f"{PREFIX}{model}/base64")(classify)
 
 
-# The model table becomes the service's APIs and its model references (which put the models into the
+# The loaded models become the service's APIs and its model references (which put the models into the
 # bento at `bentoml build`). Over HTTP, `ClassifyFront` answers these routes before BentoML's API
 # handling (front.py says why); the API methods give BentoML the routes' schema (/docs.json), its
 # clients their names (`SyncHTTPClient.classify_mnist`), and in-process callers the same classification.
-for _name in settings.models:
-    setattr(ImageClassifier, f"classify_{_name}", _upload_api(_name))
-    setattr(ImageClassifier, f"classify_{_name}_base64", _base64_api(_name))
+# A model of the table that is not in the store has no API: its routes only ever answer 503.
 for _entry in catalog.values():
+    setattr(ImageClassifier, f"classify_{_entry.name}", _upload_api(_entry.name))
+    setattr(ImageClassifier, f"classify_{_entry.name}_base64", _base64_api(_entry.name))
     setattr(ImageClassifier, f"{_entry.name}_model", _entry.ref)
 
 
@@ -138,21 +123,18 @@ async def _features_in_worker(model: str, image: bytes, layer: str | None) -> di
     return await bentoml.get_current_service().explanations.features(model, image, layer)
 
 
-ImageClassifier = bentoml.asgi_app(
-    Starlette(routes=[Route("/models", list_models), Route("/models/{model}", describe_model)]), path="/"
-)(
-    bentoml.service(
-        name="ImageClassifier",
-        workers=settings.workers,
-        resources={"gpu": 1} if settings.device == "cuda" else {},
-        tracing={} if settings.trace_requests else {"excluded_urls": [PREFIX, f"{V2_PREFIX}/"]},
-        logging={"access": {"enabled": settings.access_log}},
-    )(ImageClassifier)
-)
+ImageClassifier = bentoml.service(
+    name="ImageClassifier",
+    workers=settings.workers,
+    resources={"gpu": 1} if settings.device == "cuda" else {},
+    tracing={} if settings.trace_requests else {"excluded_urls": [PREFIX, f"{V2_PREFIX}/"]},
+    logging={"access": {"enabled": settings.access_log}},
+)(ImageClassifier)
 ImageClassifier.add_asgi_middleware(DrainGate, drain=drain)  # first: it sees every request
 if api_tokens := read_tokens(settings.api_token, settings.api_token_file):
     # Next: outside every route the service answers, so each of them is protected.
     ImageClassifier.add_asgi_middleware(BearerAuth, tokens=api_tokens)
+ImageClassifier.add_asgi_middleware(ModelsFront, catalog=catalog, table=list(settings.models))
 ImageClassifier.add_asgi_middleware(
     ClassifyFront,
     models=list(settings.models),
@@ -175,6 +157,11 @@ ImageClassifier.add_asgi_middleware(
     explain=_explain_in_worker,
     features=_features_in_worker,
 )
-_paths, _schemas = explanation_paths(list(settings.models))
-ImageClassifier.add_asgi_middleware(OpenApiAddendum, paths=_paths, schemas=_schemas)
+ImageClassifier.add_asgi_middleware(
+    DocumentFront,
+    document=lambda: amend(
+        ImageClassifier.openapi_spec.asdict(),
+        served={name: entry.tag.version or "" for name, entry in catalog.items()},
+    ),
+)
 ImageClassifier.mount_asgi_app(demo_files(), path=DEMO_PATH, name="demo")

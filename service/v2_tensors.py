@@ -58,7 +58,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     size = len(body) if header_length is None else _header_size(header_length, len(body))
     try:
         document = json.loads(body[:size])
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than the parser goes
         raise MalformedRequest(f"malformed JSON inference request: {error}") from None
     if not isinstance(document, dict):
         raise MalformedRequest("the inference request must be a JSON object with a list of 'inputs'")

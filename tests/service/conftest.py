@@ -44,7 +44,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def http(service: Any) -> Iterator[InProcess]:
-    client = InProcess(service.to_asgi())
+def asgi_app(service: Any) -> Any:
+    """BentoML's ASGI app of the service (its lifespan loads the models), one per test session."""
+    return service.to_asgi()
+
+
+@pytest.fixture(scope="session")
+def http(asgi_app: Any) -> Iterator[InProcess]:
+    client = InProcess(asgi_app)
     yield client
     client.close()

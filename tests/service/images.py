@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -56,6 +57,18 @@ def bomb_png(width: int, height: int) -> bytes:
     data[16:24] = struct.pack(">II", width, height)  # IHDR data starts at byte 16
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # CRC of "IHDR" + its 13 bytes
     return bytes(data)
+
+
+def many_scans_jpeg(size: int, scans: int) -> bytes:
+    """A progressive `size` x `size` grey JPEG whose first scan (the DC one) comes `scans` times: every scan
+    is a pass over every block of the image, and libjpeg only warns of the bogus progression."""
+    data = encode(Image.new("L", (size, size), 128), "JPEG", progressive=True)
+    start = data.index(b"\xff\xda")
+    header_end = start + 2 + struct.unpack(">H", data[start + 2 : start + 4])[0]
+    match = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, header_end)  # the marker after its data
+    assert match is not None
+    end = match.start()
+    return data[:end] + data[start:end] * (scans - 1) + data[end:]
 
 
 def cmyk_jpeg(digit: np.ndarray) -> bytes:

@@ -141,3 +141,12 @@ def test_preprocessed_pixels_reach_the_network_as_the_same_normalised_values(mni
 def test_bad_pixels_are_refused(shape: tuple[int, ...], fill: float, error: type, words: str) -> None:
     with pytest.raises(error, match=words):
         prepare_pixels(np.full(shape, fill, dtype=np.float32), MNIST_PREPROCESSING, max_images=4)
+
+
+def test_the_jpeg_path_checks_the_resized_size_from_the_header() -> None:
+    strip = images.encode(Image.new("RGB", (20_000, 1), (40, 90, 200)), "JPEG")
+    transform = InputTransform(images.IMAGENET, max_pixels=25_000_000)
+    with pytest.raises(TooManyPixels, match=r"^images\[1\]: .*on its shorter side"):
+        prepare_jpegs_on(
+            torch.device("cpu"), [images.noise_jpeg(), strip], transform, max_images=8, max_pixels=10**7
+        )

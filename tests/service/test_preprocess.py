@@ -12,6 +12,7 @@ from PIL import Image
 from exported import Preprocessing
 from exported.preprocessing import MNIST_PREPROCESSING
 from service.decoding import decode_image
+from service.errors import TooManyPixels
 from service.preprocess import InputTransform, normalize
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
@@ -58,3 +59,18 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_close_to_the_full_decode() -
     assert difference.mean() < 1 and difference.max() <= 8
     small = next(HYMENOPTERA_DIR.glob("val/bees/*.jpg")).read_bytes()
     assert decode_image(small, max_pixels=25_000_000, min_side=64).size == Image.open(io.BytesIO(small)).size
+
+
+def test_a_strip_that_the_resize_would_blow_up_is_refused_before_resizing() -> None:
+    """Shorter side to 256 turns a 20000x1 strip into 256 x 5,120,000 pixels (measured before the limit:
+    12 s and 4.1 GB for one 100-byte PNG); the limit on decoded pixels bounds the resized ones too."""
+    transform = InputTransform(images.IMAGENET, max_pixels=25_000_000)
+    for size in ((20_000, 1), (1, 20_000), (400, 1)):
+        with pytest.raises(TooManyPixels, match="on its shorter side"):
+            transform(Image.new("RGB", size))
+    assert transform(Image.new("RGB", (380, 1))).shape == (3, 224, 224)  # 256 x 97,280 pixels: within
+    assert InputTransform(MNIST_PREPROCESSING, max_pixels=25_000_000)(Image.new("L", (20_000, 1))).shape == (
+        1,
+        28,
+        28,
+    )

@@ -80,6 +80,9 @@ def test_models_metadata(http: InProcess) -> None:
     assert photo["preprocessing"]["input_size"] == [64, 64]
     unknown = http.get("/models/cifar")
     assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown_model"
+    for odd in ("/models/a%0Ab", "/models/a%2Fb", "/models/"):  # names a Starlette route would not match
+        assert http.get(odd).json()["reason"] == "unknown_model", odd
+    assert http.post("/models", json={}).json()["reason"] == "method_not_allowed"
 
 
 def test_no_token_is_asked_while_none_is_configured(http: InProcess, service: Any) -> None:
