@@ -84,6 +84,7 @@ _EXPLANATION_ERRORS = (
     *(error for error in UPLOAD_ERRORS if error is not Overloaded),
     MoreThanOneImage,
     NotExplainable,
+    UnknownModel,
     ModelNotLoaded,
 )
 V2_MODEL_ERRORS = (UnknownModel, ModelNotLoaded)
