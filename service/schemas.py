@@ -79,10 +79,3 @@ class FeatureMaps(BaseModel):
     size: list[int] = Field(description="[height, width] of each map")
     maps: str = Field(description="data:image/png;base64,...: the maps in a grid, each scaled min to max")
     sobel: str = Field(description="data:image/png;base64,...: Sobel x, y and magnitude of the model's input")
-
-
-class RejectedInput(BaseModel):
-    """A refusal: what is wrong, and its label (the `reason` of convnet_rejected_inputs_total)."""
-
-    error: str
-    reason: str

@@ -41,7 +41,8 @@ CONFIG = SchemathesisConfig.from_dict(
 NOT_FUZZED = {"GET /metrics"}
 OPERATIONS = {
     *("GET /healthz", "GET /livez", "GET /readyz", "GET /metrics"),
-    *(f"POST /classify/{model}{suffix}" for model in ("mnist", "photo", "imagenet") for suffix in ("", "/base64")),
+    *(f"POST /classify/{model}{suffix}" for model in ("mnist", "photo", "imagenet")
+      for suffix in ("", "/base64")),
     *("GET /models", "GET /models/{model}", "POST /explain/{model}", "POST /features/{model}"),
     *("GET /v2", "GET /v2/health/live", "GET /v2/health/ready"),
     *(f"{method} /v2/models/{{model}}{version}{action}" for version in ("", "/versions/{version}")

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from service.schemas import Explanation, FeatureMaps, RejectedInput
+from service.schemas import Explanation, FeatureMaps
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
 from tests.support.asgi import InProcess
@@ -171,8 +171,7 @@ def test_bad_requests_are_4xx_naming_the_problem_and_the_next_one_succeeds(
         request_ = upload(*digits[0][:2])
     response = http.post(path, **request_)
     assert (response.status_code, response.json()["reason"]) == (status, reason), response.text
-    assert RejectedInput.model_validate(response.json()).model_dump() == response.json()
-    assert response.json()["error"]
+    assert set(response.json()) == {"error", "reason"} and response.json()["error"]
     assert answer(http.post("/explain/mnist", **upload(digits[0][0])))["target"]["label"] == str(digits[1][0])
 
 
@@ -226,7 +225,11 @@ def test_the_openapi_document_describes_both_routes(http: InProcess) -> None:
     ):
         operation = document["paths"][path]["post"]
         assert [p["name"] for p in operation["parameters"]] == ["model", parameter]
-        assert operation["parameters"][0]["schema"]["enum"] == ["mnist", "photo", "imagenet", "ants"]
+        assert operation["parameters"][0]["schema"]["enum"] == [
+            "imagenet",
+            "mnist",
+            "photo",
+        ]  # the loaded ones
         assert list(operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == [
             "image"
         ]
@@ -236,6 +239,4 @@ def test_the_openapi_document_describes_both_routes(http: InProcess) -> None:
             == f"#/components/schemas/{answer_schema}"
         )
         assert {"400", "404", "413", "415", "422", "429", "503"} <= set(responses)
-    assert {"Explanation", "FeatureMaps", "RejectedInput", "Target", "Heatmap"} <= set(
-        document["components"]["schemas"]
-    )
+    assert {"Explanation", "FeatureMaps", "Target", "Heatmap"} <= set(document["components"]["schemas"])
