@@ -29,13 +29,12 @@ from service.errors import (
     MethodNotAllowed,
     MoreThanOneImage,
     NoImages,
-    NotAFile,
     UnexpectedField,
     UnknownModel,
     UnsupportedMediaType,
 )
 from service.front import read_body, request_media_type, send_json
-from service.multipart import parse_form
+from service.multipart import uploaded_files
 
 logger = logging.getLogger(__name__)
 
@@ -118,18 +117,7 @@ def _one_image(scope: Scope, body: bytes) -> bytes:
             f"expected multipart/form-data with one image file in the field '{FILE_FIELD}', "
             f"got {media_type or 'no content type'}"
         )
-    files = []
-    for part in parse_form(body, Headers(scope=scope)["content-type"]):
-        if part.name != FILE_FIELD:
-            raise UnexpectedField(
-                f"unexpected form field {part.name!r}: send the image in the field '{FILE_FIELD}'"
-            )
-        if part.filename is None:
-            raise NotAFile(
-                f"'{FILE_FIELD}' is a plain form value, not a file upload; URLs are never fetched: "
-                "upload the image file itself"
-            )
-        files.append(bytes(part.data))
+    files = uploaded_files(body, Headers(scope=scope)["content-type"], FILE_FIELD)
     if not files:
         raise NoImages(f"no image: send one image file in the field '{FILE_FIELD}'")
     if len(files) > 1:

@@ -34,11 +34,9 @@ from service.errors import (
     InputRejected,
     InvalidBase64,
     MalformedRequest,
-    NotAFile,
-    UnexpectedField,
     UnsupportedMediaType,
 )
-from service.multipart import parse_form
+from service.multipart import uploaded_files
 
 logger = logging.getLogger(__name__)
 
@@ -128,19 +126,7 @@ def _uploaded_files(scope: Scope, body: bytes) -> list[bytes]:
             f"expected multipart/form-data with image files in the field '{FILE_FIELD}', got "
             f"{media_type or 'no content type'} (JSON clients: POST base64 images to {scope['path']}/base64)"
         )
-    files: list[bytes] = []
-    for part in parse_form(body, Headers(scope=scope)["content-type"]):
-        if part.name != FILE_FIELD:
-            raise UnexpectedField(
-                f"unexpected form field {part.name!r}: send images in the field '{FILE_FIELD}'"
-            )
-        if part.filename is None:
-            raise NotAFile(
-                f"{FILE_FIELD}[{len(files)}] is a plain form value, not a file upload; "
-                "URLs are never fetched: upload the image file itself"
-            )
-        files.append(part.data)
-    return files
+    return uploaded_files(body, Headers(scope=scope)["content-type"], FILE_FIELD)
 
 
 def _base64_files(scope: Scope, body: bytes) -> list[bytes]:

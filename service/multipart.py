@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from service.errors import MalformedRequest
+from service.errors import MalformedRequest, NotAFile, UnexpectedField
 
 CRLF = b"\r\n"
 # A header's parameters (RFC 9110 section 5.6.6): `; name=token` or `; name="quoted \" string"`.
@@ -56,6 +56,24 @@ def parse_form(body: bytes, content_type: str) -> list[Part]:
         parts.append(Part(name, filename, body[headers_end + 4 : data_end]))
         position = data_end + len(separator)
     return parts
+
+
+def uploaded_files(body: bytes, content_type: str, field: str) -> list[bytes]:
+    """The files of a form whose only field is `field`: another field, or a plain value where a file
+    belongs (a URL, which BentoML would fetch), is refused."""
+    files: list[bytes] = []
+    for part in parse_form(body, content_type):
+        if part.name != field:
+            raise UnexpectedField(
+                f"unexpected form field {part.name!r}: send image files in the field '{field}'"
+            )
+        if part.filename is None:
+            raise NotAFile(
+                f"{field}[{len(files)}] is a plain form value, not a file upload; "
+                "URLs are never fetched: upload the image file itself"
+            )
+        files.append(part.data)
+    return files
 
 
 def _disposition(headers: bytes) -> tuple[str, str | None]:

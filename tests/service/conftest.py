@@ -49,8 +49,10 @@ def asgi_app(service: Any) -> Any:
     return service.to_asgi()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def http(asgi_app: Any) -> Iterator[InProcess]:
+    """The app with its lifespan running, per module: test_api_fuzz.py runs the same app's lifespan through
+    schemathesis, and two at once would share BentoML's one service instance."""
     client = InProcess(asgi_app)
     yield client
     client.close()
