@@ -7,6 +7,7 @@ import io
 import re
 import struct
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,15 @@ IMAGENET = Preprocessing(
 SMALL_PHOTO = Preprocessing(
     input_size=(64, 64), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize_size=72
 )
+
+
+def val_photos(hymenoptera_dir: Path, classes: Iterable[str], per_class: int) -> list[Path]:
+    """The first `per_class` validation photos of each class folder, class by class, in name order."""
+    return [
+        path
+        for folder in classes
+        for path in sorted((hymenoptera_dir / "val" / folder).glob("*.jpg"))[:per_class]
+    ]
 
 
 def mnist_test_digits(mnist_dir: Path, count: int) -> tuple[list[np.ndarray], list[int]]:

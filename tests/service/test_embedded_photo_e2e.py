@@ -20,6 +20,7 @@ from torchvision.models import MobileNet_V2_Weights
 
 from exported.store import file_sha256
 from tests.conftest import HYMENOPTERA_DIR
+from tests.service import images
 from tests.service.images import IMAGENET
 from tests.support.server import EMBEDDED_PHOTO, Server, mnist_run
 from training.models import create_model
@@ -44,11 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def photo_paths() -> list[Path]:
-    return [
-        path
-        for folder in CLASSES
-        for path in sorted((HYMENOPTERA_DIR / "val" / folder).glob("*.jpg"))[:PHOTOS_PER_CLASS]
-    ]
+    return images.val_photos(HYMENOPTERA_DIR, CLASSES, PHOTOS_PER_CLASS)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from PIL import Image
 from exported import ExportedModel, load_model
 from exported.preprocessing import Preprocessing
 from tests.conftest import HYMENOPTERA_DIR, WEIGHTS_DIR
+from tests.service import images
 from tests.support.server import Server, mnist_run
 from training.export import export_run
 from training.recipes import finetune
@@ -75,11 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, photo_run: Path) -> Iterato
 
 @pytest.fixture(scope="module")
 def photo_paths() -> list[Path]:
-    return [
-        path
-        for label in LABELS
-        for path in sorted((HYMENOPTERA_DIR / "val" / label).glob("*.jpg"))[:PHOTOS_PER_CLASS]
-    ]
+    return images.val_photos(HYMENOPTERA_DIR, LABELS, PHOTOS_PER_CLASS)
 
 
 def classify_multipart(server: Server, paths: list[Path]) -> list[dict[str, Any]]:
