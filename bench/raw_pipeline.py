@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Literal
 
 import bentoml
-import torch
+import numpy as np
 
 from bench.procstats import machine_busy_seconds
 from exported import load_model
 from exported.store import ONNX_FILE
 from service.decoding import decode_image
+from service.pipeline import top_k
 from service.preprocess import InputTransform
-from service.runtime import Network, OnnxNetwork, TorchNetwork
+from service.runtime import Network, OnnxNetwork
+from service.torch_network import TorchNetwork
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[Backend, ...] = ("torch", "onnx")
@@ -42,28 +44,24 @@ class RawPipeline:
         self.tag = str(exported.tag)
         self.labels = exported.card.labels
         self.transform = InputTransform(spec)
+        threads = len(os.sched_getaffinity(0))
         if backend == "torch":
-            self.network: Network = TorchNetwork(exported.model, spec, torch.device("cpu"))
+            self.network: Network = TorchNetwork(exported.model, spec, "cpu", threads)
         else:
             graph = Path(bentoml.models.get(tag).path_of(ONNX_FILE))
-            self.network = OnnxNetwork(graph, spec, threads=torch.get_num_threads())
+            self.network = OnnxNetwork(graph, spec, threads)
 
-    def __call__(self, images: Sequence[bytes]) -> list[list[tuple[str, float]]]:
+    def __call__(self, images: Sequence[bytes]) -> list[dict]:
         min_side = self.transform.min_side
         decoded = [decode_image(data, max_pixels=MAX_PIXELS, min_side=min_side) for data in images]
-        probabilities = self.network(torch.stack([self.transform(image) for image in decoded]))
-        scores, indices = probabilities.topk(min(TOP_K, len(self.labels)))
-        return [
-            [(self.labels[index], score) for index, score in zip(row_indices, row_scores, strict=True)]
-            for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
-        ]
+        probabilities = self.network(np.stack([self.transform(image) for image in decoded]))
+        return top_k(probabilities, self.labels, TOP_K, name=self.tag, version="")
 
 
 def sweep(tag: str, images: Sequence[bytes], seconds: float, backend: Backend) -> dict:
     """Images/s at each of BATCH_SIZES (each timed for about `seconds`, after one warm-up batch), the
     best of them, the single-image latency (p50 and p90 of the batch-size-1 calls), and the CPU that
     other processes of the machine used meanwhile, in cores."""
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
     pipeline = RawPipeline(tag, backend)
     timings: dict[int, list[float]] = {}
     busy_before, own_before, sweep_start = machine_busy_seconds(), time.process_time(), time.perf_counter()
@@ -88,7 +86,7 @@ def sweep(tag: str, images: Sequence[bytes], seconds: float, backend: Backend) -
     return {
         "model": pipeline.tag,
         "backend": backend,
-        "threads": torch.get_num_threads(),
+        "threads": len(os.sched_getaffinity(0)),
         "sweep": points,
         "best_images_per_s": best["images_per_s"],
         "best_batch_size": best["batch_size"],

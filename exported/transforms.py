@@ -28,8 +28,8 @@ def eval_transform(spec: Preprocessing) -> T.Compose:
     return T.Compose(
         [
             ConvertMode(spec.pil_mode),
+            *geometry(spec),  # on the PIL image, as the service does it (`service.preprocess`)
             T.ToImage(),
-            *geometry(spec),
             T.ToDtype(torch.float32, scale=True),
             normalize(spec),
         ]

@@ -19,8 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import torch
+import numpy as np
 
 from service import metrics
 from service.errors import Overloaded, TooBusy
@@ -30,16 +31,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Request:
-    pixels: torch.Tensor  # (k, C, H, W): the images of one request
-    future: asyncio.Future[torch.Tensor]
+    pixels: Any  # (k, C, H, W): the images of one request (an array, or a tensor on a GPU)
+    future: asyncio.Future[np.ndarray]
     loop: asyncio.AbstractEventLoop
     queued_at: float = field(default_factory=time.perf_counter)
 
-    def resolve(self, result: torch.Tensor | BaseException) -> None:
+    def resolve(self, result: np.ndarray | BaseException) -> None:
         self.loop.call_soon_threadsafe(_settle, self.future, result)
 
 
-def _settle(future: asyncio.Future[torch.Tensor], result: torch.Tensor | BaseException) -> None:
+def _settle(future: asyncio.Future[np.ndarray], result: np.ndarray | BaseException) -> None:
     if future.done():  # the client went away and the request was cancelled
         return
     if isinstance(result, BaseException):
@@ -54,12 +55,12 @@ class MicroBatcher:
     def __init__(
         self,
         name: str,
-        forward: Callable[[torch.Tensor], torch.Tensor],
+        forward: Callable[[Any], np.ndarray],
         *,
         max_batch_size: int,
         max_latency_s: float,
         max_queued: int,
-        join: Callable[[Sequence[torch.Tensor]], torch.Tensor] = torch.cat,
+        join: Callable[[Sequence[Any]], Any],
     ) -> None:
         """`join` makes one batch of several requests' inputs."""
         self.name = name
@@ -78,7 +79,7 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    async def submit(self, pixels: torch.Tensor) -> torch.Tensor:
+    async def submit(self, pixels: Any) -> np.ndarray:
         """Queue one request's images (k, C, H, W); returns its k rows of the batch's result."""
         with self._lock:
             if self._queued + len(pixels) > self.max_queued:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
@@ -17,26 +18,27 @@ from service.feature_maps import conv_layers, feature_maps, sobel
 from service.gradcam import gradcam
 from service.pictures import data_url, grid, overlay, sobel_strip
 from service.pipeline import top_k
-from service.preprocess import InputTransform, normalize
+from service.preprocess import InputTransform
 from service.settings import ServiceSettings
+from service.torch_network import normalize_tensor
 
 
 class ExplainedModel:
     """One model's PyTorch network, with the layers its explanations look at."""
 
-    def __init__(self, entry: CatalogEntry, settings: ServiceSettings, device: torch.device) -> None:
+    def __init__(self, entry: CatalogEntry, settings: ServiceSettings, device: str) -> None:
         self.entry = entry
         self.settings = settings
-        self.device = device
+        self.device = torch.device(device)
         self.spec = entry.card.preprocessing
         self.labels = entry.card.labels
         self.transform = InputTransform(self.spec)
-        self.model = load_model(str(entry.tag), device).model.requires_grad_(False)
+        self.model = load_model(str(entry.tag), self.device).model.requires_grad_(False)
         try:
             self.gradcam_layer: str | None = gradcam_layer(entry.card.arch, self.model)
         except LookupError:
             self.gradcam_layer = None
-        blank = torch.zeros(1, self.spec.channels, *self.spec.input_size, device=device)
+        blank = torch.zeros(1, self.spec.channels, *self.spec.input_size, device=self.device)
         self.conv_layers = conv_layers(self.model, blank)
 
     def explain(self, image: bytes, target: str | None) -> dict[str, Any]:
@@ -48,9 +50,9 @@ class ExplainedModel:
             )
         index = self._target_index(target)
         pixels = self._prepare(image)
-        batch = normalize(pixels, self.spec)
+        batch = normalize_tensor(pixels, self.spec)
         with torch.inference_mode():
-            probabilities = self.model(batch).float().softmax(dim=1).cpu()
+            probabilities = self.model(batch).float().softmax(dim=1).cpu().numpy()
         if index is None:
             index = int(probabilities[0].argmax())
         heatmap = gradcam(self.model, self.model.get_submodule(self.gradcam_layer), batch, index)
@@ -84,7 +86,7 @@ class ExplainedModel:
                 f"{', '.join(self.conv_layers)}"
             )
         pixels = self._prepare(image)
-        maps = feature_maps(self.model, self.model.get_submodule(layer), normalize(pixels, self.spec))
+        maps = feature_maps(self.model, self.model.get_submodule(layer), normalize_tensor(pixels, self.spec))
         edges = sobel(F.to_dtype(pixels, torch.float32, scale=True))
         tag = self.entry.tag
         return {
@@ -117,4 +119,4 @@ class ExplainedModel:
         decoded = decode_image(
             image, max_pixels=self.settings.max_image_pixels, min_side=self.transform.min_side
         )
-        return self.transform(decoded)[None].to(self.device)
+        return torch.from_numpy(np.array(self.transform(decoded)[None])).to(self.device)

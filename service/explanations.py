@@ -8,7 +8,8 @@ ahead of, a classification batch (they do share the worker's cores: the README s
 holds at most `max_queued_explanations` of them, running or waiting, and refuses more at once with 429.
 
 A model's network for explanations is a second copy of its weights: it is loaded on the model's first
-explanation, with captum, so that a worker that never explains does not hold them.
+explanation, with captum (and torch, in a worker that serves ONNX graphs), so that a worker that never
+explains does not hold them.
 """
 
 from __future__ import annotations
@@ -26,17 +27,13 @@ from service.errors import ModelNotLoaded, TooBusy
 from service.settings import ServiceSettings
 
 if TYPE_CHECKING:
-    import torch
-
     from service.explained_model import ExplainedModel
 
 
 class Explanations:
     """Every loaded model's explanations in this worker."""
 
-    def __init__(
-        self, catalog: dict[str, CatalogEntry], settings: ServiceSettings, device: torch.device
-    ) -> None:
+    def __init__(self, catalog: dict[str, CatalogEntry], settings: ServiceSettings, device: str) -> None:
         self.catalog = catalog
         self.settings = settings
         self.device = device

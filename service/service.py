@@ -48,7 +48,7 @@ BASE64 = Field(description="one or more base64-encoded image files", **IMAGES_PE
 
 class ImageClassifier:
     def __init__(self) -> None:
-        from service.explanations import Explanations  # torch: in the worker processes only
+        from service.explanations import Explanations
         from service.runtime import LoadedModels
 
         self.models = LoadedModels(catalog, settings)
@@ -69,8 +69,8 @@ class ImageClassifier:
         (N, C, H, W); the Open Inference Protocol's inference (`v2.V2Front`)."""
         loaded = self.models.get(model)
         if isinstance(inputs, np.ndarray):
-            return (await loaded.probabilities_of_pixels(inputs)).numpy()
-        return (await loaded.probabilities(inputs)).numpy()
+            return await loaded.probabilities_of_pixels(inputs)
+        return await loaded.probabilities(inputs)
 
     @bentoml.on_shutdown
     def close(self) -> None:

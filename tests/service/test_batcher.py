@@ -6,8 +6,8 @@ import asyncio
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
-import torch
 
 from service.batcher import MicroBatcher
 from service.errors import Overloaded, TooBusy
@@ -23,18 +23,31 @@ class Forward:
         self.release = threading.Event()
         self.fail_on = fail_on
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if not self.batch_sizes:
             self.entered.set()
             assert self.release.wait(10)
         self.batch_sizes.append(len(pixels))
         if len(pixels) == self.fail_on:
             raise RuntimeError("boom")
-        return pixels.float().flatten(1) * 2 + 1
+        return pixels.astype(np.float32).reshape(len(pixels), -1) * 2 + 1
 
 
-def images(*values: int) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.uint8).reshape(len(values), 1, 1, 1)
+def images(*values: int) -> np.ndarray:
+    return np.array(values, dtype=np.uint8).reshape(len(values), 1, 1, 1)
+
+
+def batcher_of(
+    forward: Forward, max_batch_size: int, max_latency_s: float = 10, max_queued: int = 100
+) -> MicroBatcher:
+    return MicroBatcher(
+        "test",
+        forward,
+        max_batch_size=max_batch_size,
+        max_latency_s=max_latency_s,
+        max_queued=max_queued,
+        join=concat,
+    )
 
 
 @pytest.fixture
@@ -44,15 +57,15 @@ def forward() -> Forward:
 
 @pytest.fixture
 def batcher(forward: Forward) -> Iterator[MicroBatcher]:
-    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=100)
+    batcher = batcher_of(forward, max_batch_size=4)
     yield batcher
     forward.release.set()
     batcher.close()
 
 
 async def held(
-    batcher: MicroBatcher, forward: Forward, *requests: torch.Tensor, hold_s: float = 0.01
-) -> list[torch.Tensor | BaseException]:
+    batcher: MicroBatcher, forward: Forward, *requests: np.ndarray, hold_s: float = 0.01
+) -> list[np.ndarray | BaseException]:
     """Submit a first request that holds the thread, queue `requests` behind it, let go after `hold_s`."""
     first = asyncio.ensure_future(batcher.submit(images(0)))
     while not forward.entered.is_set():
@@ -74,7 +87,7 @@ def test_concurrent_requests_share_one_forward_pass_with_exact_outputs(
 
 def test_a_lone_request_does_not_wait(forward: Forward) -> None:
     forward.release.set()
-    batcher = MicroBatcher("test", forward, max_batch_size=64, max_latency_s=10, max_queued=100)
+    batcher = batcher_of(forward, max_batch_size=64)
     try:
         result = asyncio.run(batcher.submit(images(5)))
     finally:
@@ -92,7 +105,7 @@ def test_batches_stop_at_the_size_limit_and_a_large_request_runs_alone(
 
 
 def test_images_that_waited_too_long_are_refused_as_overloaded(forward: Forward) -> None:
-    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=0.05, max_queued=100)
+    batcher = batcher_of(forward, max_batch_size=4, max_latency_s=0.05)
     try:
         first, second = asyncio.run(held(batcher, forward, images(1), images(2), hold_s=0.2))
         later = asyncio.run(batcher.submit(images(3)))
@@ -106,7 +119,7 @@ def test_images_that_waited_too_long_are_refused_as_overloaded(forward: Forward)
 
 def test_a_failing_batch_fails_only_its_requests() -> None:
     forward = Forward(fail_on=2)
-    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=100)
+    batcher = batcher_of(forward, max_batch_size=4)
     try:
         (failed,) = asyncio.run(held(batcher, forward, images(1, 2)))
         ok = asyncio.run(batcher.submit(images(7)))
@@ -117,9 +130,9 @@ def test_a_failing_batch_fails_only_its_requests() -> None:
 
 
 def test_close_answers_everything_queued(forward: Forward) -> None:
-    batcher = MicroBatcher("test", forward, max_batch_size=2, max_latency_s=10, max_queued=100)
+    batcher = batcher_of(forward, max_batch_size=2)
 
-    async def scenario() -> list[torch.Tensor]:
+    async def scenario() -> list[np.ndarray]:
         pending = [asyncio.ensure_future(batcher.submit(images(v))) for v in (1, 2, 3)]
         await asyncio.sleep(0.01)
         closing = asyncio.get_running_loop().run_in_executor(None, batcher.close)
@@ -135,7 +148,7 @@ def test_close_answers_everything_queued(forward: Forward) -> None:
 def test_a_request_cancelled_while_queued_is_not_run(batcher: MicroBatcher, forward: Forward) -> None:
     """A request whose caller was cancelled (a shutdown past its timeout) takes no forward pass."""
 
-    async def scenario() -> list[torch.Tensor | BaseException]:
+    async def scenario() -> list[np.ndarray | BaseException]:
         first = asyncio.ensure_future(batcher.submit(images(0)))
         while not forward.entered.is_set():
             await asyncio.sleep(0.001)
@@ -152,7 +165,7 @@ def test_a_request_cancelled_while_queued_is_not_run(batcher: MicroBatcher, forw
 
 
 def test_past_the_queue_bound_requests_are_refused_at_once_and_the_queue_recovers(forward: Forward) -> None:
-    batcher = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=5)
+    batcher = batcher_of(forward, max_batch_size=4, max_queued=5)
     try:
         results = asyncio.run(held(batcher, forward, images(1, 2), images(3, 4), images(5), images(6)))
         after = asyncio.run(batcher.submit(images(7, 8, 9, 10, 11)))  # exactly the bound fits again
@@ -164,11 +177,11 @@ def test_past_the_queue_bound_requests_are_refused_at_once_and_the_queue_recover
     assert len(after) == 5
 
 
-def test_requests_are_joined_with_the_given_join(forward: Forward) -> None:
-    """The runtime joins uint8 images and float32 pixels (scaled to [0, 1]) with `preprocess.concat`."""
-    mixed = MicroBatcher("test", forward, max_batch_size=4, max_latency_s=10, max_queued=100, join=concat)
+def test_uint8_images_and_float32_pixels_join_one_batch(forward: Forward) -> None:
+    """`preprocess.concat` joins uint8 images and float32 pixels (scaled to [0, 1])."""
+    mixed = batcher_of(forward, max_batch_size=4)
     try:
-        floats = torch.tensor([0.5]).reshape(1, 1, 1, 1)
+        floats = np.array([0.5], dtype=np.float32).reshape(1, 1, 1, 1)
         uint8, float32 = asyncio.run(held(mixed, forward, images(255), floats))
     finally:
         mixed.close()

@@ -32,7 +32,7 @@ def mnist() -> ExplainedModel:
     settings = ServiceSettings(
         models={"mnist": ModelSettings(tag=str(export_run(EMBEDDED_MNIST)), required=True)}
     )
-    return ExplainedModel(build_catalog(settings)["mnist"], settings, torch.device("cpu"))
+    return ExplainedModel(build_catalog(settings)["mnist"], settings, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def digits(mnist_dir: Path) -> tuple[list[np.ndarray], list[int]]:
 
 def input_of(model: ExplainedModel, digit: np.ndarray) -> torch.Tensor:
     """The network's normalised input (1, 1, 28, 28) for a digit."""
-    return normalize(model.transform(Image.fromarray(digit))[None], model.spec)
+    return torch.from_numpy(normalize(model.transform(Image.fromarray(digit))[None], model.spec))
 
 
 def png_of(url: str) -> Image.Image:

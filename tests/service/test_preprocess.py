@@ -1,10 +1,12 @@
-"""The service's uint8 input path equals the card's eval transform (what training evaluated), exactly."""
+"""The service's uint8 input path (PIL and numpy, no torch) equals the card's eval transform (what
+training evaluated), exactly."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -20,8 +22,8 @@ from tests.service import images
 
 def served(spec: Preprocessing, image: Image.Image) -> torch.Tensor:
     pixels = InputTransform(spec)(image)
-    assert pixels.dtype == torch.uint8 and pixels.shape == (spec.channels, *spec.input_size)
-    return normalize(pixels[None], spec)[0]
+    assert pixels.dtype == np.uint8 and pixels.shape == (spec.channels, *spec.input_size)
+    return torch.from_numpy(normalize(pixels[None], spec)[0])
 
 
 def test_mnist_digits_of_any_size_and_mode(mnist_dir: Path) -> None:
@@ -55,7 +57,7 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_close_to_the_full_decode() -
     drafted = decode_image(large, max_pixels=25_000_000, min_side=transform.min_side)
     full = decode_image(large, max_pixels=25_000_000)
     assert drafted.size == (1008, 756) and full.size == (4032, 3024)
-    difference = (transform(drafted).float() - transform(full).float()).abs()
+    difference = np.abs(transform(drafted).astype(float) - transform(full).astype(float))
     assert difference.mean() < 1 and difference.max() <= 8
     small = next(HYMENOPTERA_DIR.glob("val/bees/*.jpg")).read_bytes()
     assert decode_image(small, max_pixels=25_000_000, min_side=64).size == Image.open(io.BytesIO(small)).size
@@ -74,3 +76,13 @@ def test_a_strip_that_the_resize_would_blow_up_is_refused_before_resizing() -> N
         28,
         28,
     )
+
+
+def test_a_crop_larger_than_the_resized_photo_pads_it_as_torchvision_does() -> None:
+    """An odd margin on both axes: the padding split and rounding of torchvision's `CenterCrop`."""
+    spec = images.IMAGENET.model_copy(update={"resize_size": 215, "input_size": (230, 224)})
+    evaluated = spec.eval_transform()
+    for path in sorted(HYMENOPTERA_DIR.glob("val/bees/*.jpg"))[:3]:
+        with Image.open(path) as photo:
+            rgb = photo.convert("RGB")
+        assert torch.equal(served(spec, rgb), evaluated(rgb)), path.name
