@@ -40,7 +40,7 @@ logger = logging.getLogger("serve_bench")
 RESULTS = REPO / "bench" / "results"
 PHOTO_RUN = "models/mobilenet-v2-imagenet"  # the embedded ImageNet MobileNetV2, as scripts/serve.sh serves it
 MNIST_DIGITS = 1024  # distinct test digits cycled by the load generator and the raw pipeline
-WARM_UP_SECONDS = 5.0  # per route at concurrency 1 before the first level, not reported
+WARM_UP_SECONDS = 3.0  # per warm-up level, before the first level, not reported
 CONCURRENCY = (1, 4, 16, 64)
 MNIST_PER_REQUEST = 64
 BURST_CONCURRENCY = 64
@@ -69,9 +69,11 @@ METHOD = [
     "server running; images/s per batch size and the best; single-image p50 is the median batch-size-1 "
     "call; the targets use the faster backend's best images/s and single-image p50",
     "RSS and PSS: /proc/PID/stat and /proc/PID/smaps_rollup of every process of the server's tree, "
-    f"right after /readyz answered 200 (ready), after {WARM_UP_SECONDS:g} s at concurrency 1 on each route "
-    "(warm) and after the last level (end); growth is end ÷ warm, so that first-request allocations do "
-    "not count as growth; PSS splits shared pages between the processes that map them, RSS counts them "
+    f"right after /readyz answered 200 (ready), after a warm-up (warm: the service runs each of its levels "
+    f"for {WARM_UP_SECONDS:g} s, so that every batch size has been made once; the stock service runs its "
+    "concurrency-1 levels only, as its adaptive batcher would keep a wait learned at higher concurrency), "
+    "and after the last level (end); growth is end ÷ warm, so that first allocations do not count as "
+    "growth; PSS splits shared pages between the processes that map them, RSS counts them "
     "in each",
     f"each level starts once the server's process tree uses under {IDLE_CORES} cores (it has finished "
     f"the requests the previous level left in flight when wrk stopped; {IDLE_WAIT_S:g} s at most); the "
@@ -159,12 +161,16 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
     _wait_for_quiet_machine(args.wait_quiet)
     service = _run_server(
         "service", service_command(args.port), args.port, service_levels, bodies,
-        BatchMetric("convnet_batch_size", "model"), args.output,
+        BatchMetric("convnet_batch_size", "model"), args.output, warm_up=service_levels,
     )  # fmt: skip
     _wait_for_quiet_machine(args.wait_quiet)
+    # The stock service is warmed up at concurrency 1 only: BentoML's adaptive batcher keeps the wait it
+    # learns under load, which would slow its first levels (measured: 10.9 against 281 requests/s at
+    # concurrency 1 after a warm-up at 64).
     stock = _run_server(
         "stock", stock_command(args.port + 1), args.port + 1, levels, bodies,
         BatchMetric("bentoml_service_adaptive_batch_size", "method_name", prefix="classify_"), args.output,
+        warm_up=[level for level in levels if level.concurrency == 1],
     )  # fmt: skip
 
     return {
@@ -202,13 +208,13 @@ def _run_server(
     bodies: dict[tuple[str, int], Path],
     batch_metric: BatchMetric,
     logs: Path,
+    warm_up: list[Level],
 ) -> dict:
-    """Start a server, warm each route up, run the levels in order; its memory after ready, after the
-    warm-up and at the end."""
+    """Start a server, warm it up with `warm_up`, run the levels in order; its memory after ready,
+    after the warm-up and at the end."""
     with running(name, command, port, os.environ, logs / f"{name}.log.tmp") as server:
         snapshots = {"ready": memory(server.pid)}
-        for model in ("mnist", "photo"):
-            run_wrk(f"{server.url}/classify/{model}", bodies[model, 1], 1, WARM_UP_SECONDS)
+        _warm_up(server, warm_up, bodies)
         snapshots["warm"] = memory(server.pid)
         figures = []
         for level in levels:
@@ -218,6 +224,14 @@ def _run_server(
             _log_level(server, figures[-1])
         snapshots["end"] = memory(server.pid)
     return {"command": " ".join(command), "levels": figures, "memory": snapshots}
+
+
+def _warm_up(server: Server, levels: list[Level], bodies: dict[tuple[str, int], Path]) -> None:
+    """Every level of the run, briefly, so that each worker has made batches of every size it will
+    make (and their buffers) before the memory counted as warm."""
+    for level in levels:
+        url = f"{server.url}{level.route}"
+        run_wrk(url, bodies[level.model, level.images_per_request], level.concurrency, WARM_UP_SECONDS)
 
 
 def _log_level(server: Server, figures: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,9 +16,18 @@ from service.devices import cuda_driver_devices
 RouteName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
 def available_cores() -> int:
-    """CPU cores this process may run on (respects taskset/cpusets)."""
-    return len(os.sched_getaffinity(0))
+    """CPU cores this process may use: those it may run on (taskset, cpusets), at most its cgroup's CPU
+    quota rounded up (a container's CPU limit in Kubernetes or podman)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()
+        return max(1, min(cores, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 CPU controller, or no quota ("max")
+        return cores
 
 
 def default_workers(device: str) -> int:

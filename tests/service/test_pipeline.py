@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from exported.preprocessing import MNIST_PREPROCESSING
+from service import settings as settings_module
 from service.errors import InvalidTensor, NoImages, NotAnImage, TooManyImages, TooManyPixels
 from service.pipeline import prepare, prepare_pixels, top_k
 from service.preprocess import InputTransform, normalize
@@ -76,6 +78,19 @@ def test_default_model_table_and_its_batching(monkeypatch: pytest.MonkeyPatch) -
     assert (settings.batch_size("photo"), settings.latency_ms("photo")) == (8, 200)
     assert (settings.batch_size("mnist"), settings.latency_ms("mnist")) == (64, 1000)
     assert (settings.onnx_threads("mnist"), settings.onnx_threads("photo")) == (available_cores(),) * 2
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"), [("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", None)]
+)
+def test_a_cgroup_cpu_quota_caps_the_cores(
+    cpu_max: str, cores: int | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container limited to 1.5 CPUs on a larger node counts 2 cores; without a quota, every core."""
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    monkeypatch.setattr(settings_module, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cores() == (affinity if cores is None else min(cores, affinity))
 
 
 def test_a_worker_per_core_on_the_cpu_each_with_one_thread_but_the_photo_model_on_every_core() -> None:
