@@ -25,6 +25,7 @@ from pydantic import Field
 
 from service.auth import BearerAuth, read_tokens
 from service.catalog import build_catalog
+from service.connections import ConnectionRecycler
 from service.demo import PATH as DEMO_PATH
 from service.demo import demo_files
 from service.explain_front import ExplainFront
@@ -131,6 +132,8 @@ ImageClassifier = bentoml.service(
     logging={"access": {"enabled": settings.access_log}},
 )(ImageClassifier)
 ImageClassifier.add_asgi_middleware(DrainGate, drain=drain)  # first: it sees every request
+if settings.requests_per_connection:
+    ImageClassifier.add_asgi_middleware(ConnectionRecycler, mean_requests=settings.requests_per_connection)
 if api_tokens := read_tokens(settings.api_token, settings.api_token_file):
     # Next: outside every route the service answers, so each of them is protected.
     ImageClassifier.add_asgi_middleware(BearerAuth, tokens=api_tokens)

@@ -71,6 +71,10 @@ class ServiceSettings(BaseSettings):
     torch_threads: PositiveInt | None = Field(None, description="default: cores // workers")
     top_k: PositiveInt = 5
 
+    # A keep-alive connection is closed after this many responses on average (at random), so that
+    # connections spread over the workers and pods (connections.py); 0: never.
+    requests_per_connection: int = Field(100, ge=0)
+
     # Batching: at most this many images per forward pass; an image that waited in the queue longer
     # than max_latency_ms is answered 503 instead (overload). Per-model values in `models` win.
     max_batch_size: int = Field(64, ge=1)
