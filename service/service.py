@@ -132,11 +132,11 @@ ImageClassifier = bentoml.service(
     logging={"access": {"enabled": settings.access_log}},
 )(ImageClassifier)
 ImageClassifier.add_asgi_middleware(DrainGate, drain=drain)  # first: it sees every request
-if settings.requests_per_connection:
-    ImageClassifier.add_asgi_middleware(ConnectionRecycler, mean_requests=settings.requests_per_connection)
 if api_tokens := read_tokens(settings.api_token, settings.api_token_file):
     # Next: outside every route the service answers, so each of them is protected.
     ImageClassifier.add_asgi_middleware(BearerAuth, tokens=api_tokens)
+if settings.requests_per_connection:
+    ImageClassifier.add_asgi_middleware(ConnectionRecycler, mean_requests=settings.requests_per_connection)
 ImageClassifier.add_asgi_middleware(ModelsFront, catalog=catalog, table=list(settings.models))
 ImageClassifier.add_asgi_middleware(
     ClassifyFront,
