@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from service.decoding import decode_image
 from service.errors import CorruptImage, EmptyImage, InputRejected, NotAnImage, TooManyPixels
+from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
 
 LIMIT = 1_000_000
@@ -105,3 +107,18 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_decoding() -> None:
         decode_image(images.many_scans_jpeg(5000, 600), max_pixels=25_000_000)
     assert time.perf_counter() - started < 1
     assert decode_image(images.many_scans_jpeg(64, 90), max_pixels=LIMIT).size == (64, 64)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_photo_is_turned_as_its_exif_orientation_says(orientation: int) -> None:
+    """A camera's portrait photo (orientation 6: stored on its side) reaches the model upright."""
+    with Image.open(next(HYMENOPTERA_DIR.glob("val/bees/*.jpg"))) as photo:
+        stored = photo.convert("RGB")
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", quality=95, exif=exif)
+    decoded = decode_image(buffer.getvalue(), max_pixels=10**8)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue())))
+    assert decoded.size == upright.size == (stored.size if orientation in (1, 3) else stored.size[::-1])
+    assert np.array_equal(np.asarray(decoded), np.asarray(upright.convert("RGB")))
