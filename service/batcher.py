@@ -1,13 +1,16 @@
 """In-process micro-batching: concurrent requests' images merged into one forward pass.
 
-Requests wait on asyncio futures; one inference thread per model drains the queue. When the thread
-becomes free it takes every request already queued, up to `max_batch_size` images, and runs them as
-one batch. A lone request therefore never waits for company, and batches grow with the load by
-themselves: there is no learned wait to go stale after a burst. An image that has waited longer
-than `max_latency` by the time its batch starts is answered `Overloaded` (503) instead of adding to
-the backlog, and a request that would take the queue over `max_queued` images is refused at once
-with `TooBusy` (429), so that memory and queueing time stay bounded under any load. A request
-cancelled while queued (a shutdown past its timeout cancels what is left) takes no forward pass.
+Requests wait on asyncio futures; one inference thread per model runs the batches. The requests that
+the event loop prepares in one turn are handed to the thread together, at the end of that turn: when
+many connections have a request ready (a loaded server), they make one batch instead of the first
+starting alone while the loop prepares the rest. When the thread becomes free it takes every request
+already handed over, up to `max_batch_size` images. A lone request therefore never waits for company
+(only for the end of its loop turn), and batches grow with the load by themselves: there is no learned
+wait to go stale after a burst. An image that has waited longer than `max_latency` by the time its
+batch starts is answered `Overloaded` (503) instead of adding to the backlog, and a request that would
+take the queue over `max_queued` images is refused at once with `TooBusy` (429), so that memory and
+queueing time stay bounded under any load. A request cancelled while queued (a shutdown past its
+timeout cancels what is left) takes no forward pass.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,8 +75,9 @@ class MicroBatcher:
         self.max_queued = max_queued
         self._queued = 0  # images submitted and not yet taken into a batch
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._carry: _Request | None = None  # taken from the queue but did not fit the last batch
+        self._turn: list[_Request] = []  # submitted in the event loop's current turn, not yet handed over
+        self._queue: queue.SimpleQueue[list[_Request] | None] = queue.SimpleQueue()
+        self._backlog: deque[_Request] = deque()  # handed over, not yet in a batch (the thread's own)
         self._waited = metrics.batch_wait_seconds.labels(name)
         self._inference = metrics.inference_seconds.labels(name)
         self._batch_size = metrics.batch_size.labels(name)
@@ -80,7 +85,10 @@ class MicroBatcher:
         self._thread.start()
 
     async def submit(self, pixels: Any) -> np.ndarray:
-        """Queue one request's images (k, C, H, W); returns its k rows of the batch's result."""
+        """Queue one request's images (k, C, H, W); returns its k rows of the batch's result.
+
+        Called from one event loop at a time (a worker's).
+        """
         with self._lock:
             if self._queued + len(pixels) > self.max_queued:
                 raise TooBusy(
@@ -89,8 +97,14 @@ class MicroBatcher:
             self._queued += len(pixels)
         loop = asyncio.get_running_loop()
         request = _Request(pixels=pixels, future=loop.create_future(), loop=loop)
-        self._queue.put(request)
+        self._turn.append(request)
+        if len(self._turn) == 1:
+            loop.call_soon(self._hand_over)  # runs after everything the loop has ready now
         return await request.future
+
+    def _hand_over(self) -> None:
+        self._queue.put(self._turn)
+        self._turn = []
 
     def close(self) -> None:
         """Finish everything queued, then stop the thread."""
@@ -139,27 +153,32 @@ class MicroBatcher:
             start += count
 
     def _next_batch(self) -> list[_Request] | None:
-        """Block for the first request, then take what is already queued, up to max_batch_size images.
+        """Block for the first request, then take what is already handed over, up to max_batch_size images.
 
-        A request that would overflow the batch is carried to the next one; a request larger than
+        A request that would overflow the batch waits for the next one; a request larger than
         max_batch_size (many images in one request) runs alone. None means: closed and drained.
         """
-        first = self._carry if self._carry is not None else self._queue.get()
-        self._carry = None
-        if first is None:
-            return None
-        batch, images = [first], len(first.pixels)
-        while images < self.max_batch_size:
+        closed = False
+        if not self._backlog:
+            handed = self._queue.get()
+            if handed is None:
+                return None
+            self._backlog.extend(handed)
+        while True:  # everything else handed over by now
             try:
-                request = self._queue.get_nowait()
+                handed = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if request is None:  # close(): finish this batch, then stop
-                self._queue.put(None)
+            if handed is None:  # close(): finish the backlog, then stop
+                closed = True
                 break
-            if images + len(request.pixels) > self.max_batch_size:
-                self._carry = request
-                break
+            self._backlog.extend(handed)
+        if closed:
+            self._queue.put(None)
+        batch = [self._backlog.popleft()]
+        images = len(batch[0].pixels)
+        while self._backlog and images + len(self._backlog[0].pixels) <= self.max_batch_size:
+            request = self._backlog.popleft()
             batch.append(request)
             images += len(request.pixels)
         return batch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -93,6 +94,26 @@ def test_a_lone_request_does_not_wait(forward: Forward) -> None:
     finally:
         batcher.close()
     assert result.flatten().tolist() == [11.0] and forward.batch_sizes == [1]
+
+
+def test_requests_prepared_in_one_loop_turn_share_one_forward_pass(forward: Forward) -> None:
+    """The thread is idle, yet the four requests that one turn of the event loop prepares make one batch."""
+    forward.release.set()
+    batcher = batcher_of(forward, max_batch_size=64)
+
+    async def prepared_then_submitted(value: int) -> np.ndarray:
+        time.sleep(0.005)  # decoding on the loop's thread, the GIL released (as PIL and numpy do)
+        return await batcher.submit(images(value))
+
+    async def scenario() -> list[np.ndarray]:
+        return await asyncio.gather(*(prepared_then_submitted(value) for value in (1, 2, 3, 4)))
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert forward.batch_sizes == [4]
+    assert [r.item() for r in results] == [3.0, 5.0, 7.0, 9.0]
 
 
 def test_batches_stop_at_the_size_limit_and_a_large_request_runs_alone(
