@@ -35,9 +35,11 @@ from service.openapi import DocumentFront, amend
 from service.schemas import Base64Image, Classification
 from service.settings import ServiceSettings
 from service.shutdown import Drain, DrainGate
+from service.timeouts import install as install_request_timeout
 from service.v2 import PREFIX as V2_PREFIX
 from service.v2 import ServedModel, V2Front
 
+install_request_timeout()  # before BentoML builds the app's middleware (timeouts.py says why)
 settings = ServiceSettings()
 catalog = build_catalog(settings)
 drain = Drain()  # this worker's requests in flight, for a graceful shutdown (shutdown.py)

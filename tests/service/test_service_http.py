@@ -17,6 +17,7 @@ import pytest
 from service.auth import BearerAuth
 from tests.conftest import HYMENOPTERA_DIR
 from tests.service import images
+from tests.service.test_timeouts import live_timers
 from tests.support.asgi import InProcess
 
 
@@ -57,6 +58,17 @@ def test_concurrent_requests_answer_as_alone(http: InProcess, digits: tuple[list
     alone = http.post("/classify/mnist", **upload(files[0])).json()[0]["predictions"]
     assert [p["label"] for p in together] == [p["label"] for p in alone]
     assert [p["score"] for p in together] == pytest.approx([p["score"] for p in alone], abs=1e-5)
+
+
+def test_answered_requests_leave_no_timer_behind(
+    http: InProcess, digits: tuple[list[bytes], list[int]]
+) -> None:
+    """The service's stack times requests out with `timeouts.RequestTimeout`, not BentoML's own."""
+    loop = http.runner.get_loop()
+    before = live_timers(loop)
+    for data in digits[0][:10]:
+        top1(http.post("/classify/mnist", **upload(data)))
+    assert live_timers(loop) == before
 
 
 def test_photos_are_classified_with_the_photo_model(http: InProcess) -> None:
