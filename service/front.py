@@ -57,7 +57,7 @@ class ClassifyFront:
         self.classify = classify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._route(scope)
+        route = self.route(scope)
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -73,7 +73,7 @@ class ClassifyFront:
             return
         await send_json(send, json.dumps(answer, separators=(",", ":")).encode())
 
-    def _route(self, scope: Scope) -> tuple[str, bool] | None:
+    def route(self, scope: Scope) -> tuple[str, bool] | None:
         """(model, base64?) for a POST to one of the classify routes, else None."""
         path: str = scope.get("path", "")
         if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(PREFIX):

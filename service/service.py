@@ -21,7 +21,11 @@ from typing import Any
 import bentoml
 import numpy as np
 from _bentoml_sdk.method import APIMethod  # what bentoml.api returns; not re-exported by bentoml
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.context import server_context
+from bentoml._internal.server.http.access import AccessLogMiddleware
 from pydantic import Field
+from starlette.types import ASGIApp
 
 from service.auth import BearerAuth, read_tokens
 from service.catalog import build_catalog
@@ -29,12 +33,14 @@ from service.connections import ConnectionRecycler
 from service.demo import PATH as DEMO_PATH
 from service.demo import demo_files
 from service.explain_front import ExplainFront
+from service.fast_path import FastPath, RouteMetrics
 from service.front import PREFIX, ClassifyFront, read_base64
 from service.models_front import ModelsFront
 from service.openapi import DocumentFront, amend
 from service.schemas import Base64Image, Classification
 from service.settings import ServiceSettings
 from service.shutdown import Drain, DrainGate
+from service.timeouts import RequestTimeout
 from service.timeouts import install as install_request_timeout
 from service.v2 import PREFIX as V2_PREFIX
 from service.v2 import ServedModel, V2Front
@@ -126,26 +132,76 @@ async def _features_in_worker(model: str, image: bytes, layer: str | None) -> di
     return await bentoml.get_current_service().explanations.features(model, image, layer)
 
 
+class ConvnetService(bentoml.Service[ImageClassifier]):
+    """BentoML's service, its app behind the classify fast path (fast_path.py says why)."""
+
+    def to_asgi(self, is_main: bool = True) -> ASGIApp:
+        app = super().to_asgi(is_main)  # merges BentoML's configuration into self.config
+        if settings.trace_requests:  # each classify request traced: through BentoML's whole stack
+            return app
+        return with_fast_path(app, timeout=self.config.get("traffic", {}).get("timeout"))
+
+
 ImageClassifier = bentoml.service(
     name="ImageClassifier",
     workers=settings.workers,
     resources={"gpu": 1} if settings.device == "cuda" else {},
     tracing={} if settings.trace_requests else {"excluded_urls": [PREFIX, f"{V2_PREFIX}/"]},
     logging={"access": {"enabled": settings.access_log}},
+    service_class=ConvnetService,
 )(ImageClassifier)
-ImageClassifier.add_asgi_middleware(DrainGate, drain=drain)  # first: it sees every request
-if api_tokens := read_tokens(settings.api_token, settings.api_token_file):
-    # Next: outside every route the service answers, so each of them is protected.
-    ImageClassifier.add_asgi_middleware(BearerAuth, tokens=api_tokens)
+
+api_tokens = read_tokens(settings.api_token, settings.api_token_file)
+# Around every route the service answers, outermost first: the drain gate sees every request, then the
+# bearer-token check protects everything behind it.
+OWN_MIDDLEWARE: list[tuple[type, dict[str, Any]]] = [(DrainGate, {"drain": drain})]
+if api_tokens:
+    OWN_MIDDLEWARE.append((BearerAuth, {"tokens": api_tokens}))
 if settings.requests_per_connection:
-    ImageClassifier.add_asgi_middleware(ConnectionRecycler, mean_requests=settings.requests_per_connection)
+    OWN_MIDDLEWARE.append((ConnectionRecycler, {"mean_requests": settings.requests_per_connection}))
+
+CLASSIFY: dict[str, Any] = {  # ClassifyFront's options
+    "models": list(settings.models),
+    "max_bytes": settings.max_request_bytes,
+    "classify": _classify_in_worker,
+}
+
+
+def with_fast_path(app: ASGIApp, *, timeout: float | None) -> FastPath:
+    """BentoML's app `app` with the classify routes answered in front of it, through the service's own
+    middleware, the request timeout (BentoML's `traffic.timeout`), BentoML's access log when it is on
+    and BentoML's request metrics."""
+    front = ClassifyFront(app, **CLASSIFY)
+    fast: ASGIApp = front
+    for middleware, options in reversed(OWN_MIDDLEWARE):
+        fast = middleware(fast, **options)
+    if timeout:
+        fast = RequestTimeout(fast, timeout=timeout)
+    access_log = BentoMLContainer.api_server_config.logging.access
+    if access_log.enabled.get():
+        fast = AccessLogMiddleware(
+            fast,
+            has_request_content_length=access_log.request_content_length.get(),
+            has_request_content_type=access_log.request_content_type.get(),
+            has_response_content_length=access_log.response_content_length.get(),
+            has_response_content_type=access_log.response_content_type.get(),
+        )
+    fast = RouteMetrics(
+        fast,
+        namespace=BentoMLContainer.api_server_config.metrics.namespace.get(),
+        buckets=BentoMLContainer.duration_buckets.get(),
+        service_name=server_context.service_name,
+        bento_name=server_context.bento_name,
+        bento_version=server_context.bento_version,
+    )
+    return FastPath(app, answers=front.route, fast=fast)
+
+
+for _middleware, _options in OWN_MIDDLEWARE:
+    ImageClassifier.add_asgi_middleware(_middleware, **_options)
 ImageClassifier.add_asgi_middleware(ModelsFront, catalog=catalog, table=list(settings.models))
-ImageClassifier.add_asgi_middleware(
-    ClassifyFront,
-    models=list(settings.models),
-    max_bytes=settings.max_request_bytes,
-    classify=_classify_in_worker,
-)
+if settings.trace_requests:
+    ImageClassifier.add_asgi_middleware(ClassifyFront, **CLASSIFY)
 ImageClassifier.add_asgi_middleware(
     V2Front,
     served={name: ServedModel.of(entry) for name, entry in catalog.items()},

@@ -46,7 +46,8 @@ def http(service: Any) -> Iterator[InProcess]:
     """`service.to_asgi()` without BentoML's request metrics, which a process registers only once: the
     app of test_service_http.py registers them (they sit outside the service's middlewares anyway)."""
     service.inject_config()
-    client = InProcess(ServiceAppFactory(service, is_main=True, enable_metrics=False)())
+    bentoml_app = ServiceAppFactory(service, is_main=True, enable_metrics=False)()
+    client = InProcess(sys.modules["service.service"].with_fast_path(bentoml_app, timeout=60))
     yield client
     client.close()
 

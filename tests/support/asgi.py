@@ -8,13 +8,39 @@ from typing import Any
 import httpx
 
 
+class Lifespan:
+    """An ASGI app's lifespan protocol, as a server runs it: startup, then shutdown."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self._task = asyncio.create_task(self.app(scope, self._to_app.get, self._from_app.put))
+        await self._step("startup")
+
+    async def shutdown(self) -> None:
+        await self._step("shutdown")
+        assert self._task is not None
+        await self._task
+
+    async def _step(self, event: str) -> None:
+        await self._to_app.put({"type": f"lifespan.{event}"})
+        answer = await self._from_app.get()
+        if answer["type"] != f"lifespan.{event}.complete":
+            raise RuntimeError(f"lifespan {event} failed: {answer}")
+
+
 class InProcess:
     """Requests to the ASGI app on one event loop, which the workers' batcher threads answer into."""
 
     def __init__(self, app: Any) -> None:
         self.runner = asyncio.Runner()
-        self.lifespan = app.router.lifespan_context(app)
-        self.runner.run(self.lifespan.__aenter__())
+        self.lifespan = Lifespan(app)
+        self.runner.run(self.lifespan.startup())
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
 
     def post(self, path: str, **request: Any) -> httpx.Response:
@@ -31,5 +57,5 @@ class InProcess:
 
     def close(self) -> None:
         self.runner.run(self.client.aclose())
-        self.runner.run(self.lifespan.__aexit__(None, None, None))
+        self.runner.run(self.lifespan.shutdown())
         self.runner.close()
