@@ -1,9 +1,10 @@
 """The BentoML service (`bentoml serve` from the repository root starts it).
 
 Every worker process serves every model of the table (`CONVNET_MODELS`, by default mnist and photo)
-on its own: the HTTP front (`front.ClassifyFront`) parses and checks a request, the worker decodes
-and preprocesses its images, the model's batcher merges them with concurrent requests' images into
-one forward pass, and the front answers the top-k labels of each image, in order. The Open Inference
+on its own: the HTTP front (`front.ClassifyFront`, in front of BentoML's app: `fast_path.py`) parses
+and checks a request, the worker decodes and preprocesses its images, the model's batcher merges them
+with concurrent requests' images into one forward pass, and the front answers the top-k labels of each
+image, in order. The Open Inference
 Protocol's routes (`v2.V2Front`, under /v2) take the same path to the same batcher; `/models`
 (`models_front.ModelsFront`) and the OpenAPI document (`openapi.DocumentFront`) are answered there too.
 The explanation routes (`explain_front.ExplainFront`: /explain/<model>, /features/<model>) run on a
