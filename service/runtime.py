@@ -73,6 +73,7 @@ def load_network(entry: CatalogEntry, settings: ServiceSettings, device: str) ->
         from service.torch_network import TorchNetwork
 
         model = load_model(str(entry.tag)).model
+        logger.info("%s: PyTorch on %s, %d threads", entry.name, device, settings.threads_per_worker)
         return TorchNetwork(model, entry.card.preprocessing, device, settings.threads_per_worker)
     if device != "cpu":
         raise RuntimeError("CONVNET_BACKEND=onnx runs on the CPU only; use torch (or auto) on CUDA")
@@ -82,6 +83,7 @@ def load_network(entry: CatalogEntry, settings: ServiceSettings, device: str) ->
             "`python -m training export <run> --onnx`"
         )
     graph = verified_file(stored, entry.card, ONNX_FILE)
+    logger.info("%s: ONNX Runtime on the CPU, %d threads", entry.name, settings.onnx_threads(entry.name))
     return OnnxNetwork(graph, entry.card.preprocessing, settings.onnx_threads(entry.name))
 
 
@@ -137,14 +139,11 @@ class LoadedModel:
             1
         )
         logger.info(
-            "serving %s as %s (%s, %d classes), backend %s, on %s, %d threads, batches of up to %d",
+            "serving %s as %s (%s, %d classes), batches of up to %d",
             entry.tag,
             entry.name,
             entry.card.arch,
             len(entry.card.labels),
-            settings.backend,
-            device,
-            settings.threads_per_worker,
             max_batch_size,
         )
 
