@@ -24,6 +24,11 @@ class Level:
     def route(self) -> str:
         return f"/classify/{self.model}"
 
+    @property
+    def single_image(self) -> bool:
+        """One image at a time: what the raw pipeline's single-image latency compares with."""
+        return self.concurrency == 1 and self.images_per_request == 1
+
 
 @dataclass(frozen=True)
 class BatchMetric:

@@ -1,6 +1,6 @@
 """Serving benchmark of issue #9: the service against the raw pipeline and a stock BentoML service.
 
-    .venv/bin/python -m bench.serve_bench    # about 9 minutes (--duration: seconds per level)
+    .venv/bin/python -m bench.serve_bench    # about 10 minutes (--duration: seconds per level)
 
 In a temporary BentoML home it imports the embedded MNIST model and an ImageNet MobileNetV2 (the photo
 model), times the raw in-process pipeline, then starts the service as a user does (`bash
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -44,6 +45,7 @@ WARM_UP_SECONDS = 3.0  # per warm-up level, before the first level, not reported
 CONCURRENCY = (1, 4, 16, 64)
 MNIST_PER_REQUEST = 64
 BURST_CONCURRENCY = 64
+PAIRED_SECONDS = 3.0  # the raw reference measured before and after each level of the service
 QUIET_CORES = 0.2  # the machine counts as quiet while everything on it uses less CPU than this
 
 METHOD = [
@@ -68,6 +70,11 @@ METHOD = [
     "Runtime; threads = cores) → softmax top-5 labels, one call per batch, in this process with no "
     "server running; images/s per batch size and the best; single-image p50 is the median batch-size-1 "
     "call; the targets use the faster backend's best images/s and single-image p50",
+    f"raw reference: the raw pipeline measured again for {PAIRED_SECONDS:g} s right before and right after "
+    "each level of the service (the server idle), and the mean of the two: for a level at concurrency 1 "
+    "with one image per request the single-image p50 (batch 1, the backend with the lower p50 in the "
+    "sweep), for any other level images/s at the sweep's best backend and batch size; the targets "
+    "against the raw pipeline use it, as this machine's speed drifts by 10-20 % over minutes",
     "RSS and PSS: /proc/PID/stat and /proc/PID/smaps_rollup of every process of the server's tree, "
     f"right after /readyz answered 200 (ready), after a warm-up (warm: the service runs each of its levels "
     f"for {WARM_UP_SECONDS:g} s, so that every batch size has been made once; the stock service runs its "
@@ -136,18 +143,21 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
     # What scripts/serve.sh does first; done here too so that the raw pipeline can load the model.
     for run in ("models/mnist", PHOTO_RUN):
         subprocess.run([sys.executable, "-m", "training", "export", run, "--onnx"], cwd=REPO, check=True)
-    photo_tag = "photo-classifier:latest"
-    logger.info("photo model: %s", photo_tag)
 
     _wait_for_quiet_machine(args.wait_quiet)
     logger.info("raw pipeline, %g s per batch size", args.raw_seconds)
+    images = {"mnist": pngs, "photo": jpegs}
+    tags = {"mnist": "mnist-convnet:latest", "photo": "photo-classifier:latest"}
     raw = {
-        f"{model} {backend}": raw_pipeline.sweep(tag, images, args.raw_seconds, backend)
-        for model, tag, images in (("mnist", "mnist-convnet:latest", pngs), ("photo", str(photo_tag), jpegs))
+        f"{model} {backend}": raw_pipeline.sweep(
+            raw_pipeline.RawPipeline(tags[model], backend), images[model], args.raw_seconds
+        )
+        for model in images
         for backend in raw_pipeline.BACKENDS
     }
     for name, result in raw.items():
         logger.info("raw %s: %s", name, result)
+    paired = raw_pipeline.PairedReference(raw, images, PAIRED_SECONDS)
 
     seconds = args.duration
     levels = [Level(f"{model} c={c}", model, c, seconds) for model in ("mnist", "photo") for c in CONCURRENCY]
@@ -161,7 +171,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
     _wait_for_quiet_machine(args.wait_quiet)
     service = _run_server(
         "service", service_command(args.port), args.port, service_levels, bodies,
-        BatchMetric("convnet_batch_size", "model"), args.output, warm_up=service_levels,
+        BatchMetric("convnet_batch_size", "model"), args.output, warm_up=service_levels, paired=paired,
     )  # fmt: skip
     _wait_for_quiet_machine(args.wait_quiet)
     # The stock service is warmed up at concurrency 1 only: BentoML's adaptive batcher keeps the wait it
@@ -209,18 +219,23 @@ def _run_server(
     batch_metric: BatchMetric,
     logs: Path,
     warm_up: list[Level],
+    paired: raw_pipeline.PairedReference | None = None,
 ) -> dict:
-    """Start a server, warm it up with `warm_up`, run the levels in order; its memory after ready,
-    after the warm-up and at the end."""
+    """Start a server, warm it up with `warm_up`, run the levels in order, each between two
+    measurements of the raw reference if `paired`; its memory after ready, after the warm-up and at the
+    end."""
     with running(name, command, port, os.environ, logs / f"{name}.log.tmp") as server:
         snapshots = {"ready": memory(server.pid)}
         _warm_up(server, warm_up, bodies)
         snapshots["warm"] = memory(server.pid)
         figures = []
         for level in levels:
-            figures.append(
-                measure(server, level, bodies[level.model, level.images_per_request], batch_metric)
-            )
+            body = bodies[level.model, level.images_per_request]
+            run_level = partial(measure, server, level, body, batch_metric)
+            if paired is None:
+                figures.append(run_level())
+            else:
+                figures.append(paired.around(level.model, level.single_image, run_level))
             _log_level(server, figures[-1])
         snapshots["end"] = memory(server.pid)
     return {"command": " ".join(command), "levels": figures, "memory": snapshots}
