@@ -69,7 +69,7 @@ METHOD = [
     "equal to the card's eval transform) → forward with each backend (PyTorch channels_last, ONNX "
     "Runtime; threads = cores) → softmax top-5 labels, one call per batch, in this process with no "
     "server running; images/s per batch size and the best; single-image p50 is the median batch-size-1 "
-    "call; the targets use the faster backend's best images/s and single-image p50",
+    "call; the targets' start-of-run column uses the faster backend's best images/s and single-image p50",
     f"raw reference: the raw pipeline measured again for {PAIRED_SECONDS:g} s right before and right after "
     "each level of the service (the server idle), and the mean of the two: for a level at concurrency 1 "
     "with one image per request the single-image p50 (batch 1, the backend with the lower p50 in the "
