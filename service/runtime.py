@@ -83,8 +83,9 @@ def load_network(entry: CatalogEntry, settings: ServiceSettings, device: str) ->
             "`python -m training export <run> --onnx`"
         )
     graph = verified_file(stored, entry.card, ONNX_FILE)
-    logger.info("%s: ONNX Runtime on the CPU, %d threads", entry.name, settings.onnx_threads(entry.name))
-    return OnnxNetwork(graph, entry.card.preprocessing, settings.onnx_threads(entry.name))
+    threads = settings.onnx_threads(entry.name)
+    logger.info("%s: ONNX Runtime on the CPU, %d threads", entry.name, threads)
+    return OnnxNetwork(graph, entry.card.preprocessing, threads)
 
 
 def delayed(network: Network, seconds: float) -> Network:
